@@ -1,0 +1,1 @@
+"""The jobtrail demo product: a page, a Flask API and an RQ worker."""

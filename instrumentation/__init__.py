@@ -1,0 +1,1 @@
+"""jobtrail instrumentation: RQ, Flask and the browser kit (one user action, one trace)."""
