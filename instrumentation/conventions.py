@@ -12,6 +12,8 @@ import re
 REQUEST_ID_PREFIX = "req_"
 REQUEST_ID_PATTERN = re.compile(r"^req_[0-9a-f]{16}$")
 REQUEST_ID_HEADER = "X-Request-ID"
+JOB_STATE_HEADER = "X-Job-State"
+"""Response header of the status endpoint repeating the body's state, so a fetch span can record it."""
 REQUEST_ID_BAGGAGE_KEY = "jobtrail.request.id"
 JOB_META_CARRIER_KEY = "jobtrail.trace_context"
 """The one ``job.meta`` key holding the creation context (a dict of carrier strings)."""

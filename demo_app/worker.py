@@ -1,0 +1,21 @@
+"""The demo worker: a real forking RQ ``Worker`` on the demo's queues, running the scheduler (for retries)."""
+
+from __future__ import annotations
+
+import redis
+from rq import Queue, Worker
+
+from demo_app.settings import QUEUES, WORKER_SERVICE, DemoSettings
+from demo_app.telemetry import start_telemetry
+
+
+def run_worker(settings: DemoSettings) -> None:
+    """Work until SIGTERM/SIGINT (RQ's warm shutdown lets the current job finish), then flush the spans."""
+    provider = start_telemetry(WORKER_SERVICE, settings.otlp_endpoint)
+    connection = redis.Redis.from_url(settings.redis_url)
+    try:
+        worker = Worker([Queue(name, connection=connection) for name in QUEUES], connection=connection)
+        worker.work(with_scheduler=True)
+    finally:
+        provider.shutdown()
+        connection.close()

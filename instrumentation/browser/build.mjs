@@ -1,0 +1,24 @@
+// Bundles src/ and the pinned OpenTelemetry packages into dist/jobtrail.js, one IIFE exposing
+// `window.jobtrail`. The output is deterministic: tests/browser/test_bundle.py rebuilds it and
+// compares it byte for byte with the committed file.
+import { build } from 'esbuild';
+import { fileURLToPath } from 'node:url';
+
+const here = (path) => fileURLToPath(new URL(path, import.meta.url));
+
+await build({
+  entryPoints: [here('src/index.js')],
+  outfile: here('dist/jobtrail.js'),
+  bundle: true,
+  format: 'iife',
+  globalName: 'jobtrail',
+  platform: 'browser',
+  target: ['es2020'],
+  minify: true,
+  legalComments: 'none',
+  charset: 'utf8',
+  banner: {
+    js: '/* jobtrail browser kit (Apache-2.0), bundling OpenTelemetry JS (Apache-2.0). Built by build.mjs; do not edit. */',
+  },
+  logLevel: 'warning',
+});

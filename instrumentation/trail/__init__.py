@@ -1,0 +1,33 @@
+"""The trail view: one user action told as a timeline, from the processor's file or Jaeger's query API.
+
+Usage (support)::
+
+    jobtrail trail req_8f14e45fceea167a              # the embedded demo's file
+    jobtrail trail <trace id> --jaeger http://127.0.0.1:16686
+
+Usage (code)::
+
+    from instrumentation.trail import FileSource, Lookup, build_timeline
+
+    found = FileSource("var/jobtrail/traces.jsonl").find(Lookup.parse("req_8f14e45fceea167a"))
+    print("\\n".join(build_timeline(found.spans).lines()))
+"""
+
+from __future__ import annotations
+
+from instrumentation.trail.model import TrailSpan, spans_from_request
+from instrumentation.trail.sources import FileSource, JaegerSource, Lookup, SourceError, TrailNotFound
+from instrumentation.trail.timeline import BrokenStep, Timeline, build_timeline
+
+__all__ = [
+    "BrokenStep",
+    "FileSource",
+    "JaegerSource",
+    "Lookup",
+    "SourceError",
+    "Timeline",
+    "TrailNotFound",
+    "TrailSpan",
+    "build_timeline",
+    "spans_from_request",
+]

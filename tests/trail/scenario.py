@@ -1,0 +1,201 @@
+"""Emit the spans of one user action exactly as CONVENTIONS.md shapes them, through a real SDK pipeline.
+
+The trail view is tested on these (timestamps fixed, so the lines are exact); the end-to-end test in
+tests/demo checks the same shapes come out of the real browser kit, Flask layer and RQ instrumentor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_METHOD, HTTP_STATUS_CODE, HTTP_URL
+from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from instrumentation import conventions as c
+
+T0_NS = 1_795_342_443_000_000_000
+"""2026-11-22 10:14:03 UTC."""
+SECOND = 1_000_000_000
+API_SERVICE = "jobtrail-demo-api"
+WORKER_SERVICE = "jobtrail-demo-worker"
+WEB_SERVICE = "jobtrail-demo-web"
+
+
+@dataclass
+class Emitted:
+    request_id: str
+    job_id: str
+    request_trace_id: str = ""
+    attempt_trace_ids: list[str] = field(default_factory=list)
+
+
+def providers(processor: SpanProcessor) -> dict[str, trace.Tracer]:
+    """One tracer per service, each with its own resource, all feeding ``processor``."""
+    tracers = {}
+    for service in (WEB_SERVICE, API_SERVICE, WORKER_SERVICE):
+        provider = TracerProvider(resource=Resource.create({"service.name": service}), shutdown_on_exit=False)
+        provider.add_span_processor(processor)
+        tracers[service] = provider.get_tracer("tests.trail")
+    return tracers
+
+
+def emit_action(
+    processor: SpanProcessor,
+    request_id: str = "req_0123456789abcdef",
+    job_id: str = "job-84721",
+    *,
+    failures: int = 2,
+    dead_letter: bool = False,
+    api_status: int = 202,
+    error_reason: str | None = None,
+    queue_error: bool = False,
+    reach_api: bool = True,
+    enqueue: bool = True,
+) -> Emitted:
+    """Click -> fetch -> Flask -> send -> attempts (``failures`` SMTP login errors, then success or dead letter)."""
+    tracers = providers(processor)
+    web, api, worker = tracers[WEB_SERVICE], tracers[API_SERVICE], tracers[WORKER_SERVICE]
+    emitted = Emitted(request_id, job_id)
+    rid = {c.ATTR_REQUEST_ID: request_id}
+    action = web.start_span(
+        "Send refund receipt",
+        context=otel_context.Context(),
+        attributes={**rid, c.ATTR_UI_SCREEN: "Refunds", c.ATTR_UI_ACTION: "Send refund receipt"},
+        start_time=T0_NS,
+    )
+    emitted.request_trace_id = format(action.get_span_context().trace_id, "032x")
+    in_action = trace.set_span_in_context(action)
+    fetch = web.start_span(
+        "HTTP POST",
+        context=in_action,
+        kind=SpanKind.CLIENT,
+        attributes={HTTP_METHOD: "POST", HTTP_URL: "http://127.0.0.1:8000/api/receipts"},
+        start_time=T0_NS + SECOND // 10,
+    )
+    send = None
+    if reach_api:
+        server = api.start_span(
+            "POST /api/receipts",
+            context=trace.set_span_in_context(fetch),
+            kind=SpanKind.SERVER,
+            attributes={**rid, HTTP_METHOD: "POST", HTTP_ROUTE: "/api/receipts", HTTP_STATUS_CODE: api_status},
+            start_time=T0_NS + SECOND,
+        )
+        if error_reason:
+            server.set_attribute(c.ATTR_ERROR_REASON, error_reason)
+        if enqueue and (api_status < 400 or queue_error):
+            send = api.start_span(
+                c.send_span_name("emails"),
+                context=trace.set_span_in_context(server),
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    **rid,
+                    c.ATTR_MESSAGING_SYSTEM: c.MESSAGING_SYSTEM_RQ,
+                    c.ATTR_MESSAGING_OPERATION_TYPE: c.OPERATION_SEND,
+                    c.ATTR_MESSAGING_DESTINATION_NAME: "emails",
+                    c.ATTR_MESSAGING_MESSAGE_ID: job_id,
+                    c.ATTR_JOB_FUNC_NAME: "demo_app.jobs.send_refund_receipt",
+                },
+                start_time=T0_NS + SECOND + SECOND // 10,
+            )
+            if queue_error:
+                send.set_attribute(c.ATTR_ERROR_TYPE, "ConnectionError")
+                send.set_status(Status(StatusCode.ERROR, "Redis is down"))
+            send.end(T0_NS + SECOND + SECOND // 5)
+        server.end(T0_NS + SECOND + SECOND // 2)
+        fetch.set_attribute(HTTP_STATUS_CODE, api_status)
+    else:
+        fetch.set_status(Status(StatusCode.ERROR, "Failed to fetch"))
+    fetch.end(T0_NS + SECOND + SECOND // 2)
+    if send is not None and not queue_error:
+        _emit_attempts(worker, send, emitted, failures, dead_letter)
+        for poll in range(3):
+            poll_span = web.start_span(
+                "HTTP GET",
+                context=in_action,
+                kind=SpanKind.CLIENT,
+                attributes={HTTP_METHOD: "GET", HTTP_URL: f"http://127.0.0.1:8000/api/jobs/{job_id}"},
+                start_time=T0_NS + (2 + 4 * poll) * SECOND,
+            )
+            state = c.STATE_FAILED if dead_letter else c.STATE_SUCCEEDED
+            poll_span.set_attribute(c.ATTR_JOB_STATE, state if poll == 2 else c.STATE_SCHEDULED)
+            poll_span.end(T0_NS + (2 + 4 * poll) * SECOND + SECOND // 10)
+    message = "Receipt sent." if not dead_letter else "We could not send the receipt."
+    action.add_event(
+        c.EVENT_UI_RESULT,
+        {c.ATTR_UI_RESULT_MESSAGE: message, c.ATTR_UI_RESULT_STATE: c.UI_STATE_FAILED if dead_letter else "succeeded"},
+        timestamp=T0_NS + 11 * SECOND,
+    )
+    action.end(T0_NS + 11 * SECOND)
+    return emitted
+
+
+def _emit_attempts(
+    worker: trace.Tracer, send: trace.Span, emitted: Emitted, failures: int, dead_letter: bool
+) -> None:
+    attempts = failures + (0 if dead_letter else 1)
+    previous = None
+    first_error = ("SMTPAuthenticationError", "(535, b'5.7.8 Username and Password not accepted')")
+    for number in range(1, attempts + 1):
+        start = T0_NS + (2 + 3 * (number - 1)) * SECOND
+        links = [Link(send.get_span_context(), {c.ATTR_LINK_TYPE: c.LINK_TYPE_ENQUEUED_BY})]
+        if previous is not None:
+            links.append(Link(previous.get_span_context(), {c.ATTR_LINK_TYPE: c.LINK_TYPE_RETRY_OF}))
+        failed = number <= failures
+        last = number == attempts
+        outcome = c.OUTCOME_SUCCEEDED
+        if failed:
+            outcome = c.OUTCOME_FAILED if last else c.OUTCOME_RETRY_SCHEDULED
+        attempt = worker.start_span(
+            c.process_span_name("emails"),
+            context=otel_context.Context(),
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                c.ATTR_REQUEST_ID: emitted.request_id,
+                c.ATTR_MESSAGING_SYSTEM: c.MESSAGING_SYSTEM_RQ,
+                c.ATTR_MESSAGING_OPERATION_TYPE: c.OPERATION_PROCESS,
+                c.ATTR_MESSAGING_DESTINATION_NAME: "emails",
+                c.ATTR_MESSAGING_MESSAGE_ID: emitted.job_id,
+                c.ATTR_JOB_FUNC_NAME: "demo_app.jobs.send_refund_receipt",
+                c.ATTR_JOB_ATTEMPT: number,
+                c.ATTR_JOB_RETRIES_LEFT: max(failures - number, 0),
+                c.ATTR_JOB_QUEUE_WAIT_MS: 2100 if number == 1 else 150,
+                c.ATTR_WORKER_NAME: "worker-1",
+                c.ATTR_JOB_OUTCOME: outcome,
+            },
+            start_time=start,
+        )
+        emitted.attempt_trace_ids.append(format(attempt.get_span_context().trace_id, "032x"))
+        step = worker.start_span(
+            "send email", context=trace.set_span_in_context(attempt), start_time=start + SECOND // 10
+        )
+        if failed:
+            step.set_attribute(c.ATTR_ERROR_TYPE, first_error[0])
+            step.set_status(Status(StatusCode.ERROR, first_error[1]))
+            attempt.set_attribute(c.ATTR_ERROR_TYPE, first_error[0])
+            attempt.set_status(Status(StatusCode.ERROR, first_error[1]))
+            if not last:
+                attempt.add_event(
+                    c.EVENT_RETRY_SCHEDULED,
+                    {
+                        c.ATTR_RETRY_DELAY_S: 2 * number,
+                        c.ATTR_RETRY_NEXT_RUN_AT: "2026-11-22T10:14:08+00:00",
+                        c.ATTR_JOB_RETRIES_LEFT: failures - number,
+                    },
+                    timestamp=start + SECOND // 2,
+                )
+            else:
+                attempt.add_event(
+                    c.EVENT_JOB_FAILED,
+                    {c.ATTR_FIRST_ERROR_TYPE: first_error[0], c.ATTR_FIRST_ERROR_MESSAGE: first_error[1]},
+                    timestamp=start + SECOND // 2,
+                )
+        step.end(start + SECOND // 2)
+        attempt.end(start + SECOND // 2 + SECOND // 10)
+        previous = attempt

@@ -1,0 +1,108 @@
+"""The timeline builder on spans shaped like CONVENTIONS.md, emitted by the real SDK (pure: no sockets)."""
+
+from __future__ import annotations
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from instrumentation.trail import build_timeline, spans_from_request
+from instrumentation.trail.timeline import (
+    FINAL_DEAD_LETTERED,
+    FINAL_SUCCEEDED,
+    STEP_API_REJECTED,
+    STEP_JOB_NOT_FINISHED,
+    STEP_NEVER_QUEUED,
+    STEP_NOTHING_BROKEN,
+    STEP_UI_NEVER_SENT,
+)
+from tests.trail.scenario import emit_action
+
+
+def timeline_of(**scenario):
+    exporter = InMemorySpanExporter()
+    emit_action(SimpleSpanProcessor(exporter), **scenario)
+    return build_timeline(spans_from_request(encode_spans(exporter.get_finished_spans())))
+
+
+def test_retried_then_succeeded_tells_every_attempt_in_order() -> None:
+    timeline = timeline_of(failures=2)
+    lines = timeline.lines()
+    expected_in_order = [
+        'action "Send refund receipt" clicked at 10:14:03 on screen "Refunds"',
+        "API accepted POST /api/receipts at 10:14:04 (202)",
+        'job job-84721 queued at 10:14:04 on queue "emails"',
+        "attempt 1 picked up at 10:14:05 after 2.1 s in queue, failed: SMTPAuthenticationError; "
+        "retry scheduled in 2 s (at 2026-11-22T10:14:08+00:00)",
+        '  step "send email" failed: SMTPAuthenticationError',
+        "attempt 2 picked up at 10:14:08 after 0.1 s in queue, failed: SMTPAuthenticationError; retry scheduled in 4 s",
+        "attempt 3 picked up at 10:14:11 after 0.1 s in queue, succeeded in 0.60 s",
+        '  step "send email" done in 0.40 s',
+        "job job-84721 succeeded at 10:14:11 after 3 attempts",
+        'the page showed "Receipt sent." at 10:14:14 (succeeded)',
+        "final: succeeded",
+        "first broken step: nothing is broken: job job-84721 succeeded on attempt 3 after 2 failed "
+        "(first: SMTPAuthenticationError)",
+    ]
+    positions = [next(i for i, line in enumerate(lines) if line.startswith(want)) for want in expected_in_order]
+    assert positions == sorted(positions), lines
+    assert 'the page checked the job\'s status 3 times; it last saw "succeeded" at 10:14:13' in lines
+    assert timeline.final_state == FINAL_SUCCEEDED
+    assert timeline.first_broken_step.step == STEP_NOTHING_BROKEN
+    assert timeline.request_ids == ["req_0123456789abcdef"]
+    assert timeline.job_ids == ["job-84721"]
+    # unstitched input: the request's trace and one trace per attempt
+    assert len(timeline.trace_ids) == 4
+
+
+def test_dead_letter_keeps_the_first_error_and_names_the_job() -> None:
+    timeline = timeline_of(failures=3, dead_letter=True)
+    lines = timeline.lines()
+    assert any(line.startswith("attempt 3 picked up") and line.endswith("no retries left") for line in lines), lines
+    assert (
+        "job job-84721 dead-lettered at 10:14:11 after 3 attempts (first error: SMTPAuthenticationError: "
+        "(535, b'5.7.8 Username and Password not accepted'); last error: SMTPAuthenticationError)"
+    ) in lines
+    assert timeline.final_state == FINAL_DEAD_LETTERED
+    assert timeline.first_broken_step.step == STEP_JOB_NOT_FINISHED
+    assert "dead-lettered after attempt 3; first error SMTPAuthenticationError" in timeline.first_broken_step.detail
+    assert lines[-1].startswith(f"first broken step: {STEP_JOB_NOT_FINISHED}")
+
+
+def test_refused_request_is_the_api_rejecting_it() -> None:
+    timeline = timeline_of(api_status=422, error_reason="amount_invalid")
+    assert "API rejected POST /api/receipts at 10:14:04 with 422 (amount_invalid)" in timeline.lines()
+    assert timeline.first_broken_step.step == STEP_API_REJECTED
+    assert timeline.first_broken_step.detail == "422 amount_invalid"
+
+
+def test_enqueue_failure_is_the_job_never_queued() -> None:
+    timeline = timeline_of(api_status=503, error_reason="job_not_queued", queue_error=True)
+    assert 'queuing the job on "emails" failed at 10:14:04: ConnectionError' in timeline.lines()
+    assert timeline.first_broken_step.step == STEP_NEVER_QUEUED
+    assert timeline.first_broken_step.detail == "queuing failed: ConnectionError"
+
+
+def test_request_that_never_reached_the_api_is_the_ui_never_sending_it() -> None:
+    timeline = timeline_of(reach_api=False)
+    assert any("the page's request POST http://127.0.0.1:8000/api/receipts failed" in line for line in timeline.lines())
+    assert timeline.first_broken_step.step == STEP_UI_NEVER_SENT
+    assert "Failed to fetch" in timeline.first_broken_step.detail
+
+
+def test_json_form_carries_the_same_facts() -> None:
+    document = timeline_of(failures=2).to_dict()
+    kinds = [entry["kind"] for entry in document["entries"]]
+    assert kinds.count("attempt") == 3
+    assert document["entries"][0]["at"] == "2026-11-22T10:14:03Z"
+    assert document["first_broken_step"]["step"] == STEP_NOTHING_BROKEN
+    assert document["final_state"] == FINAL_SUCCEEDED
+
+
+def test_accepted_without_a_job_is_the_job_never_queued_but_a_plain_answer_is_fine() -> None:
+    promised = timeline_of(enqueue=False)
+    assert promised.first_broken_step.step == STEP_NEVER_QUEUED
+    assert promised.final_state == "no job"
+    plain = timeline_of(enqueue=False, api_status=200)
+    assert plain.first_broken_step.step == STEP_NOTHING_BROKEN
+    assert plain.first_broken_step.detail == "no background job belongs to this action"
