@@ -17,6 +17,8 @@ JOB_STATE_HEADER = "X-Job-State"
 REQUEST_ID_BAGGAGE_KEY = "jobtrail.request.id"
 JOB_META_CARRIER_KEY = "jobtrail.trace_context"
 """The one ``job.meta`` key holding the creation context (a dict of carrier strings)."""
+JOB_META_ATTEMPTS_KEY = "jobtrail.attempts"
+"""``job.meta`` key carrying attempt bookkeeping across retries: count, last attempt's span, first error."""
 
 # --- log record fields (the same in every process) -------------------------
 LOG_REQUEST_ID = "request_id"
@@ -27,6 +29,12 @@ LOG_ATTEMPT = "attempt"
 LOG_EVENT = "event"
 LOG_SERVICE = "service"
 LOG_FIELDS = (LOG_REQUEST_ID, LOG_TRACE_ID, LOG_SPAN_ID, LOG_JOB_ID, LOG_ATTEMPT, LOG_EVENT, LOG_SERVICE)
+
+# --- structured log events of the RQ instrumentation (values of the ``event`` field) --
+LOG_EVENT_JOB_QUEUED = "job.queued"
+LOG_EVENT_JOB_STARTED = "job.started"
+LOG_EVENT_RETRY_SCHEDULED = "job.retry_scheduled"
+LOG_EVENT_JOB_FINISHED = "job.finished"
 
 # --- jobtrail attributes ---------------------------------------------------
 ATTR_REQUEST_ID = "jobtrail.request.id"
@@ -54,6 +62,9 @@ ATTR_MESSAGING_OPERATION_NAME = "messaging.operation.name"
 ATTR_MESSAGING_DESTINATION_NAME = "messaging.destination.name"
 ATTR_MESSAGING_MESSAGE_ID = "messaging.message.id"
 ATTR_ERROR_TYPE = "error.type"
+ATTR_EXCEPTION_TYPE = "exception.type"
+ATTR_EXCEPTION_MESSAGE = "exception.message"
+ATTR_MESSAGING_BATCH_MESSAGE_COUNT = "messaging.batch.message_count"
 MESSAGING_SYSTEM_RQ = "rq"
 OPERATION_SEND = "send"
 OPERATION_PROCESS = "process"
