@@ -1,0 +1,80 @@
+"""Tracing never changes the outcome: dead or raising exporters, malformed attempt bookkeeping."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
+from rq import Retry
+from rq.job import JobStatus
+
+from instrumentation.conventions import ATTR_JOB_ATTEMPT, JOB_META_ATTEMPTS_KEY
+from instrumentation.rq import RQInstrumentor
+from tests.rq import jobs
+from tests.rq.conftest import attempt_spans, counter_key, work_until_done
+
+
+class RaisingExporter(SpanExporter):
+    """An exporter whose backend throws on every batch."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.calls += 1
+        raise RuntimeError("backend exploded")
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_jobs_with(provider: TracerProvider, queue) -> list:
+    RQInstrumentor().instrument(tracer_provider=provider)
+    try:
+        ok = queue.enqueue(jobs.add, 20, 22)
+        retried = queue.enqueue(jobs.fail_first, counter_key(), 1, retry=Retry(max=1))
+        dead = queue.enqueue(jobs.always_fail, "no", retry=Retry(max=1))
+        statuses = [work_until_done(queue, job) for job in (ok, retried, dead)]
+        return [statuses, ok.return_value(), retried.return_value()]
+    finally:
+        RQInstrumentor().uninstrument()
+        provider.shutdown()
+
+
+EXPECTED = [[JobStatus.FINISHED, JobStatus.FINISHED, JobStatus.FAILED], 42, "sent on call 2"]
+
+
+def test_unreachable_exporter_changes_nothing(queue):
+    provider = TracerProvider()
+    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{_closed_port()}", insecure=True, timeout=1)
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
+    assert run_jobs_with(provider, queue) == EXPECTED
+
+
+def test_raising_exporter_changes_nothing(queue):
+    provider = TracerProvider()
+    exporter = RaisingExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    assert run_jobs_with(provider, queue) == EXPECTED
+    assert exporter.calls > 0
+
+
+@pytest.mark.usefixtures("instrumented")
+@pytest.mark.parametrize("garbage", ["junk", {"attempts": -3}, {"attempts": 1, "last_span": {"trace_id": "zz"}}])
+def test_malformed_attempt_bookkeeping_starts_over_with_a_warning(garbage, queue, span_exporter, caplog):
+    job = queue.enqueue(jobs.add, 1, 1)
+    job.meta[JOB_META_ATTEMPTS_KEY] = garbage
+    job.save_meta()
+    with caplog.at_level(logging.WARNING, logger="instrumentation.rq.carrier"):
+        assert work_until_done(queue, job) == JobStatus.FINISHED
+    (attempt,) = attempt_spans(span_exporter, job)
+    assert attempt.attributes[ATTR_JOB_ATTEMPT] == 1
+    assert [r.getMessage() for r in caplog.records if job.id in r.getMessage()]
