@@ -216,6 +216,8 @@ class Attempt:
         self.span.end(end_time=end_time_ns)
 
     def _log_event(self, event: str, message: str, *args: Any) -> None:
+        if not _log.isEnabledFor(logging.INFO):
+            return
         token = context.attach(self.context)
         try:
             with job_log_scope(self.job_id, self.number):

@@ -10,13 +10,12 @@ before RQ saves it, so the creation context costs no extra Redis write. RQ's own
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from opentelemetry import baggage, trace
+from opentelemetry import baggage, context, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from rq.job import Job
 from rq.queue import Queue
@@ -55,6 +54,11 @@ class _Send:
         self.span = span
         self.scheduled_for: datetime | None = None
 
+    def note_due_time(self, due: datetime | None) -> None:
+        if due is not None:
+            # A naive datetime means local time to RQ's scheduler too (``datetime.astimezone``).
+            self.scheduled_for = due.astimezone(timezone.utc)
+
     def stamp(self, job: Job) -> None:
         """Give a freshly created job its creation context (and due time, for the first attempt's queue wait)."""
         inject_creation_context(job.meta)
@@ -77,27 +81,24 @@ class ProducerHooks:
         def wrapper(wrapped: Callable[..., Any], queue: Queue, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             if _SENDING.get() is not None:
                 return wrapped(*args, **kwargs)
-            with self._sending(queue) as send:
-                result = wrapped(*args, **kwargs)
-                _describe(send.span, result)
-                return result
+            return self._traced(queue, lambda _send: wrapped(*args, **kwargs))
 
         return wrapper
 
     def send_at(self, due_time: Callable[[tuple[Any, ...], dict[str, Any]], datetime | None]) -> Wrapper:
         """Wrapper for ``enqueue_at``/``enqueue_in``: like :meth:`send`, and records when the job is due."""
-        plain = self.send()
 
         def wrapper(wrapped: Callable[..., Any], queue: Queue, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            if _SENDING.get() is not None:
-                _note_due_time(due_time(args, kwargs))
+            send = _SENDING.get()
+            if send is not None:
+                send.note_due_time(due_time(args, kwargs))
                 return wrapped(*args, **kwargs)
 
-            def noted(*inner_args: Any, **inner_kwargs: Any) -> Any:
-                _note_due_time(due_time(args, kwargs))
-                return wrapped(*inner_args, **inner_kwargs)
+            def call(send: _Send) -> Any:
+                send.note_due_time(due_time(args, kwargs))
+                return wrapped(*args, **kwargs)
 
-            return plain(noted, queue, args, kwargs)
+            return self._traced(queue, call)
 
         return wrapper
 
@@ -105,15 +106,13 @@ class ProducerHooks:
         self, wrapped: Callable[..., Any], queue: Queue, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """``Queue.enqueue_job(job)``: a job built with ``Job.create`` gets its creation context here."""
-        send = _SENDING.get()
-        if send is not None:
+
+        def call(send: _Send) -> Any:
             _stamp_safely(send, call_argument(args, kwargs, 0, "job"))
             return wrapped(*args, **kwargs)
-        with self._sending(queue) as send:
-            _stamp_safely(send, call_argument(args, kwargs, 0, "job"))
-            result = wrapped(*args, **kwargs)
-            _describe(send.span, result)
-            return result
+
+        send = _SENDING.get()
+        return call(send) if send is not None else self._traced(queue, call)
 
     def create_job(
         self, wrapped: Callable[..., Any], queue: Queue, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -125,8 +124,8 @@ class ProducerHooks:
             _stamp_safely(send, job)
         return job
 
-    @contextmanager
-    def _sending(self, queue: Queue) -> Iterator[_Send]:
+    def _traced(self, queue: Queue, call: Callable[[_Send], Any]) -> Any:
+        """Run ``call`` as the current send span (plain try/finally: this is on every enqueue's path)."""
         attributes: dict[str, Any] = {
             ATTR_MESSAGING_SYSTEM: MESSAGING_SYSTEM_RQ,
             ATTR_MESSAGING_OPERATION_TYPE: OPERATION_SEND,
@@ -136,26 +135,26 @@ class ProducerHooks:
         request_id = baggage.get_baggage(REQUEST_ID_BAGGAGE_KEY)
         if request_id is not None:
             attributes[ATTR_REQUEST_ID] = str(request_id)
-        with self._tracer.start_as_current_span(
-            send_span_name(queue.name),
-            kind=SpanKind.PRODUCER,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            send = _Send(span)
-            token = _SENDING.set(send)
-            try:
-                yield send
-            except BaseException as error:
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-                span.set_attribute(ATTR_ERROR_TYPE, qualified_name(type(error)))
-                raise
-            finally:
-                _SENDING.reset(token)
+        span = self._tracer.start_span(send_span_name(queue.name), kind=SpanKind.PRODUCER, attributes=attributes)
+        send = _Send(span)
+        sending = _SENDING.set(send)
+        current = context.attach(trace.set_span_in_context(span))
+        try:
+            result = call(send)
+        except BaseException as error:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            span.set_attribute(ATTR_ERROR_TYPE, qualified_name(type(error)))
+            raise
+        else:
+            _describe(span, result)
             if send.scheduled_for is not None:
                 span.set_attribute(ATTR_JOB_SCHEDULED_FOR, send.scheduled_for.isoformat())
+            return result
+        finally:
+            context.detach(current)
+            _SENDING.reset(sending)
+            span.end()
 
 
 def enqueue_at_due_time(args: tuple[Any, ...], kwargs: dict[str, Any]) -> datetime | None:
@@ -168,13 +167,6 @@ def enqueue_in_due_time(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dateti
     """Now plus the ``time_delta`` argument of ``Queue.enqueue_in``."""
     value = call_argument(args, kwargs, 0, "time_delta")
     return datetime.now(timezone.utc) + value if isinstance(value, timedelta) else None
-
-
-def _note_due_time(due: datetime | None) -> None:
-    send = _SENDING.get()
-    if send is not None and due is not None:
-        # A naive datetime means local time to RQ's scheduler too (``datetime.astimezone``).
-        send.scheduled_for = due.astimezone(timezone.utc)
 
 
 def _stamp_safely(send: _Send, job: Any) -> None:
@@ -195,6 +187,8 @@ def _describe(span: Span, result: Any) -> None:
         span.set_attribute(ATTR_JOB_FUNC_NAME, jobs[0].func_name)
     elif isinstance(result, list):
         span.set_attribute(ATTR_MESSAGING_BATCH_MESSAGE_COUNT, len(jobs))
+    if not _log.isEnabledFor(logging.INFO):
+        return
     for job in jobs:
         _log.info(
             "job %s queued on %s (%s)",
