@@ -11,7 +11,7 @@ Usage::
     app = Flask(__name__)
     instrument_app(app)                      # opentelemetry-instrumentation-flask + request ids + trace headers
     app.register_blueprint(browser_kit_blueprint())                             # GET /jobtrail/jobtrail.js
-    app.register_blueprint(span_intake_blueprint("http://127.0.0.1:4318/v1/traces"))  # POST /v1/traces
+    app.register_blueprint(span_intake_blueprint())   # POST /v1/traces -> OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT
     jobs = JobContract(Queue("mail", connection=redis_conn), status_endpoint="job_status")
 
     @app.post("/receipts")
@@ -25,15 +25,22 @@ Usage::
     def job_status(job_id):
         return jobs.status_response(job_id)
 
-See docs/web.md for the contract's JSON shapes.
+See docs/browser.md for the contract's JSON shapes and the browser kit.
 """
 
 from __future__ import annotations
 
 from instrumentation.flask.browser_kit import browser_kit_blueprint
-from instrumentation.flask.instrument import instrument_app
+from instrumentation.flask.instrument import instrument_app, uninstrument_app
 from instrumentation.flask.intake import span_intake_blueprint
 from instrumentation.flask.jobs import JobContract
 from instrumentation.flask.refusals import refuse
 
-__all__ = ["JobContract", "browser_kit_blueprint", "instrument_app", "refuse", "span_intake_blueprint"]
+__all__ = [
+    "JobContract",
+    "browser_kit_blueprint",
+    "instrument_app",
+    "refuse",
+    "span_intake_blueprint",
+    "uninstrument_app",
+]

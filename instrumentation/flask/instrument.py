@@ -46,6 +46,17 @@ def instrument_app(
     return app
 
 
+def uninstrument_app(app: flask.Flask) -> flask.Flask:
+    """Undo :func:`instrument_app`: no server spans, request ids or trace headers from here on."""
+    if not app.extensions.pop(_EXTENSION_KEY, False):
+        return app
+    app.before_request_funcs[None].remove(_bind_request_id)
+    app.after_request_funcs[None].remove(_add_response_headers)
+    app.teardown_request_funcs[None].remove(_unbind_request_id)
+    FlaskInstrumentor.uninstrument_app(app)
+    return app
+
+
 def _bind_request_id() -> None:
     request_id = current_request_id()
     trace.get_current_span().set_attribute(ATTR_REQUEST_ID, request_id)

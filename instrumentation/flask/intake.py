@@ -8,17 +8,26 @@ Only the body and ``Content-Type: application/json`` are forwarded: never cookie
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 import flask
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+)
 
 from instrumentation.flask.refusals import refuse
 
 INTAKE_PATH = "/v1/traces"
 JSON_CONTENT_TYPE = "application/json"
+DEFAULT_OTLP_HTTP_ENDPOINT = "http://localhost:4318"
+_GRPC = "grpc"
 _MAX_UPSTREAM_BODY = 64 * 1024
 _PREFLIGHT_MAX_AGE_S = "600"
 # The collector is a neighbour: go straight to it, whatever proxy the environment names.
@@ -30,8 +39,25 @@ def _origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+def configured_traces_endpoint(environ: Mapping[str, str] = os.environ) -> str:
+    """The OTLP/HTTP traces URL the SDK's own exporter would use: the same variables, the same default.
+
+    A gRPC-only configuration has no HTTP URL to offer, so it is an error rather than a guess.
+    """
+    protocol = environ.get(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL) or environ.get(OTEL_EXPORTER_OTLP_PROTOCOL)
+    if protocol == _GRPC:
+        raise ValueError(
+            f"the OTLP protocol is {_GRPC} ({OTEL_EXPORTER_OTLP_TRACES_PROTOCOL} or {OTEL_EXPORTER_OTLP_PROTOCOL}): "
+            "pass span_intake_blueprint(forward_to=...) the collector's OTLP/HTTP traces URL"
+        )
+    traces = environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+    if traces:
+        return traces
+    return environ.get(OTEL_EXPORTER_OTLP_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT).rstrip("/") + INTAKE_PATH
+
+
 def span_intake_blueprint(
-    forward_to: str,
+    forward_to: str | None = None,
     allowed_origins: Iterable[str] = (),
     max_bytes: int = 512 * 1024,
     timeout_s: float = 5.0,
@@ -39,10 +65,13 @@ def span_intake_blueprint(
     """``POST /v1/traces``: OTLP/JSON from pages of this origin (or ``allowed_origins``) to ``forward_to``.
 
     ``forward_to`` is the OTLP/HTTP traces URL (``http://127.0.0.1:4318/v1/traces``; a bare
-    ``http://host:port`` gets ``/v1/traces``). Refusals: 403 foreign ``Origin``, 415 anything but
-    ``application/json``, 413 over ``max_bytes``, 400 not a JSON object, 502 collector unreachable.
-    The collector's own status and body are relayed otherwise.
+    ``http://host:port`` gets ``/v1/traces``); by default the one the ``OTEL_EXPORTER_OTLP_*``
+    variables configure (:func:`configured_traces_endpoint`). Refusals: 403 foreign ``Origin``,
+    415 anything but ``application/json``, 413 over ``max_bytes``, 400 not a JSON object, 502
+    collector unreachable. The collector's own status and body are relayed otherwise.
     """
+    if forward_to is None:
+        forward_to = configured_traces_endpoint()
     parts = urlsplit(forward_to)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"forward_to must be an http(s) URL, got {forward_to!r}")

@@ -44,6 +44,34 @@ def test_a_failing_action_rejects_with_the_error(kit_page):
     assert message == "kaput"
 
 
-def test_poll_rejects_on_a_client_error_instead_of_polling_forever(kit_page):
-    message = error_of(kit_page, "jobtrail.pollJob('/receipts')")
-    assert message.endswith("answered 405")
+def test_a_result_after_the_action_ended_is_refused_not_lost(kit_page):
+    script = "jobtrail.action('send', async () => 'done').then(() => jobtrail.result('Sent', 'succeeded'))"
+    assert error_of(kit_page, script) == (
+        'jobtrail.result: the action "send" has ended; record its result inside its fn'
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [("/receipts", 405), ("/no-such-page", 404)],
+)
+def test_poll_rejects_an_answer_that_is_no_job_status_instead_of_polling_forever(kit_page, url, status):
+    message = error_of(kit_page, f"jobtrail.pollJob({url!r})")
+    assert message == f"jobtrail.pollJob: {url} answered {status} without a job status"
+
+
+def test_request_id_goes_only_where_traceparent_may_go(kit_page):
+    seen = []
+
+    def answer(route):
+        seen.append(route.request.headers)
+        route.fulfill(status=200, body="{}", headers={"Access-Control-Allow-Origin": "*"})
+
+    kit_page.route("http://elsewhere.test/**", answer)
+    outcome = kit_page.evaluate(
+        "jobtrail.action('ask elsewhere', async ({fetch}) => (await fetch('http://elsewhere.test/ping')).status)"
+    )
+
+    assert outcome == 200
+    (headers,) = seen
+    assert "x-request-id" not in headers and "traceparent" not in headers

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import socket
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
 import redis
+from opentelemetry.trace import SpanKind
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq import Queue
 
 from instrumentation.conventions import (
+    ATTR_ERROR_REASON,
     JOB_STATE_HEADER,
     REQUEST_ID_HEADER,
     STATE_EXPIRED,
@@ -23,6 +25,7 @@ from instrumentation.conventions import (
     STATE_STARTED,
     STATE_SUCCEEDED,
 )
+from instrumentation.flask.idempotency import Claim, IdempotencyStore, fingerprint
 from tests.flask.conftest import QUEUE_NAME
 from tests.flask.sample_app import create_app
 
@@ -138,6 +141,28 @@ def test_same_key_with_another_payload_is_a_conflict(client, queue, span_exporte
     assert queue.job_ids == [first.get_json()["job_id"]]
 
 
+def test_a_key_whose_first_request_is_still_enqueueing_answers_409(client, queue):
+    first = Claim(fingerprint({"order_id": "1042"}), "job-of-the-first-request", GIVEN_ID)
+    IdempotencyStore(queue.connection, queue.name, ttl_s=60).claim("order-1042-refund", first)
+
+    response = post_receipt(client, **{"Idempotency-Key": "order-1042-refund"})
+
+    assert response.status_code == 409
+    assert response.get_json()["error"]["reason"] == "idempotency_in_progress"
+    assert queue.count == 0
+
+
+def test_replay_after_rq_forgot_the_job_answers_its_expired_state(client, queue, run_jobs):
+    first = client.post("/forgettable-receipts", headers={"Idempotency-Key": "forget-me"}).get_json()
+    run_jobs()
+
+    again = client.post("/forgettable-receipts", headers={"Idempotency-Key": "forget-me"})
+
+    assert again.status_code == 202
+    assert again.get_json() == {**first, "status": STATE_EXPIRED}
+    assert queue.count == 0
+
+
 def test_different_keys_make_different_jobs(client, queue):
     one = post_receipt(client, **{"Idempotency-Key": "a"}).get_json()
     two = post_receipt(client, **{"Idempotency-Key": "b"}).get_json()
@@ -175,23 +200,33 @@ def test_unknown_job_reads_not_found(client, job_id):
     assert response.get_json()["state"] == STATE_NOT_FOUND
 
 
-def _dead_redis() -> redis.Redis:
-    path = os.path.join(tempfile.mkdtemp(prefix="jobtrail-dead-"), "nothing-here.sock")
-    return redis.Redis(unix_socket_path=path, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+@pytest.fixture
+def dead_redis_url() -> Iterator[str]:
+    """A Redis URL nothing answers: its port is held by a bound socket that never listens."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"redis://127.0.0.1:{held.getsockname()[1]}/0"
 
 
-def test_redis_down_answers_503_job_not_queued(redis_conn):
-    client = create_app(Queue(QUEUE_NAME, connection=_dead_redis())).test_client()
+def unreachable_queue(url: str) -> Queue:
+    # No client-side retries: the refusal comes at once instead of after redis-py's backoff.
+    connection = redis.Redis.from_url(url, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    return Queue(QUEUE_NAME, connection=connection)
+
+
+def test_redis_down_answers_503_job_not_queued(dead_redis_url, span_exporter):
+    client = create_app(unreachable_queue(dead_redis_url)).test_client()
 
     response = post_receipt(client, **{"Idempotency-Key": "k1", REQUEST_ID_HEADER: GIVEN_ID})
 
     assert response.status_code == 503
     assert response.get_json() == {"error": {"reason": "job_not_queued", "request_id": GIVEN_ID}}
-    assert redis_conn.keys("*") == []
+    (server,) = [span for span in span_exporter.get_finished_spans() if span.kind == SpanKind.SERVER]
+    assert server.attributes[ATTR_ERROR_REASON] == "job_not_queued"
 
 
-def test_redis_down_on_status_answers_503_no_store():
-    client = create_app(Queue(QUEUE_NAME, connection=_dead_redis())).test_client()
+def test_redis_down_on_status_answers_503_no_store(dead_redis_url):
+    client = create_app(unreachable_queue(dead_redis_url)).test_client()
 
     response = client.get("/jobs/some-job")
 
@@ -222,6 +257,7 @@ def test_failed_enqueue_frees_the_idempotency_key(redis_that_refuses_rq, queue):
     assert response.status_code == 503
     assert response.get_json()["error"]["reason"] == "job_not_queued"
     assert queue.count == 0
+    assert queue.connection.keys("jobtrail:*") == []
 
     retried = post_receipt(healthy, **{"Idempotency-Key": "retry-me"})
     assert retried.status_code == 202

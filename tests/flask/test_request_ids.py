@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import flask
 import pytest
 from opentelemetry import baggage
 from opentelemetry.trace import SpanKind
 
 from instrumentation.conventions import ATTR_REQUEST_ID, REQUEST_ID_BAGGAGE_KEY, REQUEST_ID_HEADER, REQUEST_ID_PATTERN
-from instrumentation.flask import instrument_app
+from instrumentation.flask import instrument_app, uninstrument_app
+from instrumentation.logs import CorrelationFilter
 
 GIVEN_ID = "req_0123456789abcdef"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -102,6 +105,19 @@ def test_instrumenting_twice_is_harmless(app, client, span_exporter):
     assert len(server_spans(span_exporter)) == 1
 
 
+def test_uninstrumenting_removes_spans_ids_and_headers(span_exporter):
+    app = flask.Flask(__name__)
+    instrument_app(app)
+    app.get("/ping")(lambda: "pong")
+
+    uninstrument_app(app)
+    response = app.test_client().get("/ping", headers={REQUEST_ID_HEADER: GIVEN_ID})
+
+    assert response.status_code == 200
+    assert REQUEST_ID_HEADER not in response.headers and "traceresponse" not in response.headers
+    assert server_spans(span_exporter) == []
+
+
 def test_an_app_server_timing_entry_is_kept(span_exporter):
     app = flask.Flask(__name__)
     instrument_app(app)
@@ -128,3 +144,39 @@ def test_excluded_url_still_gets_a_request_id_but_no_trace_headers(span_exporter
     assert response.headers[REQUEST_ID_HEADER] == GIVEN_ID
     assert "traceresponse" not in response.headers
     assert server_spans(span_exporter) == []
+
+
+class Collecting(logging.Handler):
+    """Keeps every record it is handed, after its filters ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_log_records_of_the_request_carry_its_ids(span_exporter):
+    app = flask.Flask(__name__)
+    instrument_app(app)
+    shop_log = logging.getLogger("tests.shop")
+
+    @app.post("/orders")
+    def order():
+        shop_log.warning("order taken")
+        return "", 204
+
+    collecting = Collecting()
+    collecting.addFilter(CorrelationFilter("shop-api"))
+    logging.getLogger().addHandler(collecting)
+    try:
+        app.test_client().post("/orders", headers={REQUEST_ID_HEADER: GIVEN_ID})
+        shop_log.warning("after the request")
+    finally:
+        logging.getLogger().removeHandler(collecting)
+
+    during, after = [record for record in collecting.records if record.name == "tests.shop"]
+    (span,) = server_spans(span_exporter)
+    assert (during.request_id, during.trace_id) == (GIVEN_ID, f"{span.context.trace_id:032x}")
+    assert (after.request_id, after.trace_id) == (None, None)

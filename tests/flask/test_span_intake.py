@@ -167,3 +167,30 @@ def test_unreachable_collector_is_502():
 def test_forward_to_must_be_an_http_url(forward_to):
     with pytest.raises(ValueError):
         span_intake_blueprint(forward_to)
+
+
+def test_forwards_to_the_otlp_endpoint_the_environment_configures(receiver, monkeypatch):
+    recorder, url = receiver
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url + "/")
+
+    assert post(intake_client(None)).status_code == 200
+    assert [delivery.path for delivery in recorder.deliveries] == ["/v1/traces"]
+
+
+def test_the_traces_endpoint_variable_is_used_as_given(receiver, monkeypatch):
+    recorder, url = receiver
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9/elsewhere")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url + "/collector/traces")
+
+    assert post(intake_client(None)).status_code == 200
+    assert [delivery.path for delivery in recorder.deliveries] == ["/collector/traces"]
+
+
+@pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"])
+def test_a_grpc_only_configuration_needs_an_explicit_forward_to(monkeypatch, variable):
+    monkeypatch.setenv(variable, "grpc")
+    with pytest.raises(ValueError, match="forward_to"):
+        span_intake_blueprint()

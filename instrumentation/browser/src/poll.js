@@ -7,36 +7,33 @@ const RETRYABLE_STATUSES = [408, 429, 500, 502, 503, 504];
 
 function sleep(ms, signal) {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(timer);
-        reject(signal.reason);
-      },
-      { once: true },
-    );
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 
-/** One status request; null when the answer is worth retrying (network error, 5xx, 429, unreadable body). */
+/** One status answer; null when asking again may help (network error, 408, 429, 5xx). */
 async function readStatus(doFetch, statusUrl, signal) {
   let response;
+  let status;
   try {
     response = await doFetch(statusUrl, { cache: 'no-store', headers: { Accept: 'application/json' }, signal });
+    if (RETRYABLE_STATUSES.includes(response.status)) return null;
+    status = await response.json();
   } catch (error) {
     if (signal?.aborted) throw error;
-    return null;
+    // A network failure (TypeError) may pass; a body that is not JSON (SyntaxError) will not.
+    if (!(error instanceof SyntaxError)) return null;
   }
-  if (RETRYABLE_STATUSES.includes(response.status)) return null;
-  if (!response.ok && response.status !== 404) {
-    throw new Error(`jobtrail.pollJob: ${statusUrl} answered ${response.status}`);
-  }
-  try {
-    return await response.json();
-  } catch {
-    return null;
-  }
+  if ((response.ok || response.status === 404) && typeof status?.state === 'string') return status;
+  throw new Error(`jobtrail.pollJob: ${statusUrl} answered ${response.status} without a job status`);
 }
 
 /**
