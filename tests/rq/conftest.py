@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +46,13 @@ def grpc_receiver() -> Iterator[GrpcTraceReceiver]:
     receiver = GrpcTraceReceiver().start()
     yield receiver
     receiver.stop()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound and released: connections are refused at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def counter_key() -> str:

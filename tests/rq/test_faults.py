@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Sequence
 
 import pytest
@@ -16,7 +15,7 @@ from rq.job import JobStatus
 from instrumentation.conventions import ATTR_JOB_ATTEMPT, JOB_META_ATTEMPTS_KEY
 from instrumentation.rq import RQInstrumentor
 from tests.rq import jobs
-from tests.rq.conftest import attempt_spans, counter_key, work_until_done
+from tests.rq.conftest import attempt_spans, closed_port, counter_key, work_until_done
 
 
 class RaisingExporter(SpanExporter):
@@ -28,12 +27,6 @@ class RaisingExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self.calls += 1
         raise RuntimeError("backend exploded")
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run_jobs_with(provider: TracerProvider, queue) -> list:
@@ -54,7 +47,7 @@ EXPECTED = [[JobStatus.FINISHED, JobStatus.FINISHED, JobStatus.FAILED], 42, "sen
 
 def test_unreachable_exporter_changes_nothing(queue):
     provider = TracerProvider()
-    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{_closed_port()}", insecure=True, timeout=1)
+    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{closed_port()}", insecure=True, timeout=1)
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
     assert run_jobs_with(provider, queue) == EXPECTED
 

@@ -67,26 +67,21 @@ def test_opentelemetry_instrument_traces_an_app_and_rq_worker_with_no_code_chang
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
-    instrument = str(bin_dir / "opentelemetry-instrument")
-    app = subprocess.run(
-        [instrument, sys.executable, "-m", "tests.rq.enqueue_once", redis_url, "auto"],
-        cwd=REPO,
-        env={**env, "OTEL_SERVICE_NAME": "auto-app"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert app.returncode == 0, app.stderr
-    job_id = app.stdout.strip().splitlines()[-1]
-    worker = subprocess.run(
-        [instrument, str(bin_dir / "rq"), "worker", "--burst", "--url", redis_url, "auto"],
-        cwd=REPO,
-        env={**env, "OTEL_SERVICE_NAME": "auto-worker"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert worker.returncode == 0, worker.stderr
+
+    def instrumented_run(service: str, *command: str) -> str:
+        run = subprocess.run(
+            [str(bin_dir / "opentelemetry-instrument"), *command],
+            cwd=REPO,
+            env={**env, "OTEL_SERVICE_NAME": service},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    job_id = instrumented_run("auto-app", sys.executable, "-m", "tests.rq.enqueue_once", redis_url, "auto").split()[-1]
+    instrumented_run("auto-worker", str(bin_dir / "rq"), "worker", "--burst", "--url", redis_url, "auto")
 
     def arrived(spans):
         return {s.name for s in spans if job_id in str(attributes_of(s).get(ATTR_MESSAGING_MESSAGE_ID))} >= {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -30,7 +29,7 @@ from instrumentation.conventions import (
 )
 from instrumentation.rq import RQInstrumentor
 from tests.rq import jobs
-from tests.rq.conftest import attempt_spans, counter_key, named, work_until_done
+from tests.rq.conftest import attempt_spans, closed_port, counter_key, named, work_until_done
 
 pytestmark = pytest.mark.usefixtures("instrumented")
 
@@ -121,18 +120,10 @@ def test_producer_span_is_a_child_of_the_callers_span(queue, span_exporter):
     assert send.parent.span_id == caller.get_span_context().span_id
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_redis_down_at_enqueue_raises_rqs_own_exception_and_the_span_says_error(
     request, span_exporter, tracer_provider
 ):
-    down = redis.Redis(
-        host="127.0.0.1", port=_closed_port(), socket_connect_timeout=1, retry=RedisRetry(NoBackoff(), 0)
-    )
+    down = redis.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=1, retry=RedisRetry(NoBackoff(), 0))
     queue = Queue("down", connection=down)
     request.addfinalizer(down.close)
     RQInstrumentor().uninstrument()
