@@ -21,7 +21,7 @@ from werkzeug.serving import make_server
 
 from demo_app.api import create_app
 from demo_app.embedded import EmbeddedDemo
-from demo_app.scripted import run_scripted
+from demo_app.scripted import run_scripted, scripted_unavailable
 from demo_app.settings import API_SERVICE, DemoSettings
 from demo_app.telemetry import start_telemetry
 from demo_app.worker import run_worker
@@ -83,6 +83,10 @@ def _run_api(settings: DemoSettings, host: str, port: int) -> int:
 
 
 def _run_embedded(settings: DemoSettings, args: argparse.Namespace) -> int:
+    unavailable = scripted_unavailable() if args.scripted else None
+    if unavailable:
+        print(f"jobtrail-demo: {unavailable}", file=sys.stderr)
+        return 2
     jaeger_otlp = None if args.jaeger_otlp in ("", "off") else args.jaeger_otlp
     demo = EmbeddedDemo(
         Path(args.data_dir),
@@ -102,8 +106,8 @@ def _run_embedded(settings: DemoSettings, args: argparse.Namespace) -> int:
         if demo.settings.jaeger_ui_url:
             print(f"  Jaeger:          {demo.settings.jaeger_ui_url}", flush=True)
         if args.scripted:
-            outcomes = run_scripted(demo.url, demo.trace_file, sys.stdout, settle_s=args.hold + BROWSER_EXPORT_DELAY_S)
-            return 0 if outcomes else 1
+            as_told = run_scripted(demo.url, demo.trace_file, sys.stdout, settle_s=args.hold + BROWSER_EXPORT_DELAY_S)
+            return 0 if as_told else 1
         print("Ctrl-C stops the demo (every span is flushed first).", flush=True)
         stop.wait()
         return 0

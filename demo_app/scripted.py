@@ -5,7 +5,9 @@ Also the browser driver the end-to-end tests use, so what the tests check is wha
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,10 +24,20 @@ from instrumentation.conventions import (
     EVENT_UI_RESULT,
     OUTCOME_FAILED,
     OUTCOME_SUCCEEDED,
+    UI_STATE_FAILED,
     UI_STATE_RUNNING,
+    UI_STATE_SUCCEEDED,
 )
-from instrumentation.trail import FileSource, Lookup, SourceError, TrailNotFound, build_timeline
-from instrumentation.trail.model import KIND_CONSUMER, KIND_PRODUCER, TrailSpan
+from instrumentation.trail import (
+    KIND_CONSUMER,
+    KIND_PRODUCER,
+    FileSource,
+    Lookup,
+    SourceError,
+    TrailNotFound,
+    TrailSpan,
+    build_timeline,
+)
 
 CHROMIUM_PATH = os.environ.get("JOBTRAIL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -37,7 +49,25 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCENARIO_LABELS = {"report": "Generate report", "receipt": "Send refund receipt", "import": "Import files"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One click of the scripted run: which card, with the email provider up or down, and how the story ends."""
+
+    key: str
+    title: str
+    provider_down: bool
+    expected_state: str
+
+
+PLAN = (
+    Scenario("report", "Generate report", False, UI_STATE_SUCCEEDED),
+    Scenario("receipt", "Send refund receipt", False, UI_STATE_SUCCEEDED),
+    Scenario("receipt", "Send refund receipt (email provider down for good)", True, UI_STATE_FAILED),
+    Scenario("import", "Import files", False, UI_STATE_FAILED),
+)
+"""Every scenario once; the import ends "failed" on the page because one of its files was not imported."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +79,17 @@ class ActionOutcome:
     state: str
     message: str
     job_id: str
+    history: str
+    """The job's recorded state changes as the page lists them, e.g. "queued 10:14:04 → started 10:14:05 → ..."."""
+
+
+def scripted_unavailable() -> str | None:
+    """Why ``--scripted`` cannot run here (Playwright or Chromium missing), or None when it can."""
+    if importlib.util.find_spec("playwright") is None:
+        return "--scripted needs Playwright: pip install 'playwright>=1.45' (./dev demo installs it)"
+    if not (os.path.isfile(CHROMIUM_PATH) or shutil.which(CHROMIUM_PATH)):
+        return f"--scripted needs Chromium at {CHROMIUM_PATH} (Debian: apt-get install chromium; or JOBTRAIL_CHROMIUM)"
+    return None
 
 
 @contextmanager
@@ -93,7 +134,7 @@ class DemoPage:
             return self.page.inner_text(f'{section} [data-field="{name}"]').strip()
 
         state = self.page.get_attribute(section, "data-final") or ""
-        return ActionOutcome(scenario, field("reference"), state, field("message"), field("job"))
+        return ActionOutcome(scenario, field("reference"), state, field("message"), field("job"), field("history"))
 
     def set_email_provider_down(self, down: bool, timeout_s: float = 30.0) -> None:
         checkbox = "#email-provider-down"
@@ -143,24 +184,25 @@ def wait_for_trail(
         time.sleep(settle_s)
 
 
-def run_scripted(url: str, trace_file: Path, out: TextIO, settle_s: float) -> list[ActionOutcome]:
-    """Every scenario once, plus the receipt with the email provider down for good; print each trail."""
-    outcomes = []
+def run_scripted(url: str, trace_file: Path, out: TextIO, settle_s: float) -> bool:
+    """Click through :data:`PLAN` and print each trail; True when every action ended the way its story says."""
+    as_told = True
     local_zone = datetime.now().astimezone().tzinfo or timezone.utc
     with chromium() as browser:
         page = DemoPage(browser.new_page(), url)
-        page.set_email_provider_down(False)
-        plan = [("report", False), ("receipt", False), ("receipt", True), ("import", False)]
-        for scenario, provider_down in plan:
-            page.set_email_provider_down(provider_down)
-            outcome = page.run(scenario)
-            outcomes.append(outcome)
-            title = SCENARIO_LABELS[scenario] + (" (email provider down for good)" if provider_down else "")
-            print(f"\n== {title}: {outcome.state}: \"{outcome.message}\"", file=out)
+        for scenario in PLAN:
+            page.set_email_provider_down(scenario.provider_down)
+            outcome = page.run(scenario.key)
+            print(f'\n== {scenario.title}: {outcome.state}: "{outcome.message}"', file=out)
+            if outcome.history:
+                print(f"   the page listed: {outcome.history}", file=out)
+            if outcome.state != scenario.expected_state:
+                as_told = False
+                print(f"!! expected the page to end {scenario.expected_state}", file=out)
             print(f"$ jobtrail trail {outcome.request_id} --file {trace_file}", file=out)
             spans = wait_for_trail(trace_file, outcome.request_id, settle_s=settle_s)
             for line in build_timeline(spans, tz=local_zone).lines():
                 print(f"  {line}", file=out)
             out.flush()
         page.set_email_provider_down(False)
-    return outcomes
+    return as_told

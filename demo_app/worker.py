@@ -14,7 +14,9 @@ def run_worker(settings: DemoSettings) -> None:
     provider = start_telemetry(WORKER_SERVICE, settings.otlp_endpoint)
     connection = redis.Redis.from_url(settings.redis_url)
     try:
-        worker = Worker([Queue(name, connection=connection) for name in QUEUES], connection=connection)
+        # RQ logs each job's call with its arguments by default: never the customer's email address.
+        queues = [Queue(name, connection=connection) for name in QUEUES]
+        worker = Worker(queues, connection=connection, log_job_description=False)
         worker.work(with_scheduler=True)
     finally:
         provider.shutdown()

@@ -52,6 +52,11 @@ function describeStatus(status) {
   return `${status.state}${attempt}`;
 }
 
+// The status endpoint keeps every state change with its time (retries included): show them all, as recorded.
+function describeHistory(status) {
+  return (status.history ?? []).map((change) => `${change.state} ${timeOf(change.at)}`).join(' → ');
+}
+
 async function importOutcome({ fetch, jobId }) {
   const response = await fetch(`/api/jobs/${encodeURIComponent(jobId)}/result`, { cache: 'no-store' });
   const { result } = await response.json();
@@ -89,6 +94,10 @@ class Card {
     this.field('state').textContent = state;
   }
 
+  showHistory(status) {
+    this.field('history').textContent = describeHistory(status);
+  }
+
   finish(message, state) {
     this.field('message').textContent = message;
     this.section.dataset.final = state;
@@ -124,10 +133,20 @@ function run(key, card) {
     }
     card.field('job').textContent = accepted.job_id;
     card.show(accepted.status);
-    const final = await jobtrail.pollJob(accepted.status_url, { fetch, onState: (status) => card.show(describeStatus(status)) });
-    card.show(describeStatus(final));
+    const onState = (status) => {
+      card.show(describeStatus(status));
+      card.showHistory(status);
+    };
+    const final = await jobtrail.pollJob(accepted.status_url, { fetch, onState });
+    onState(final);
     if (final.state !== 'succeeded') {
-      return tell(`${scenario.label} did not go through (${final.state}). Please contact support with reference ${requestId}.`, 'failed');
+      const tries = final.attempt ? ` after ${final.attempt} attempt${final.attempt === 1 ? '' : 's'}` : '';
+      const why = final.error_reason ? ` (${final.error_reason})` : '';
+      return tell(
+        `${scenario.label} did not go through: the job ${final.state}${tries}${why}. ` +
+          `Please contact support with reference ${requestId}.`,
+        'failed',
+      );
     }
     const outcome = await scenario.success({ fetch, jobId: accepted.job_id });
     const { message, state } = typeof outcome === 'string' ? { message: outcome, state: 'succeeded' } : outcome;

@@ -194,6 +194,6 @@ def _describe(span: Span, result: Any) -> None:
             "job %s queued on %s (%s)",
             job.id,
             job.origin,
-            job.get_status(refresh=False),
+            getattr(job.get_status(refresh=False), "value", None),
             extra={LOG_EVENT: LOG_EVENT_JOB_QUEUED, LOG_JOB_ID: job.id},
         )

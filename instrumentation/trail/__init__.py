@@ -15,17 +15,34 @@ Usage (code)::
 
 from __future__ import annotations
 
-from instrumentation.trail.model import TrailSpan, spans_from_request
+from instrumentation.trail.model import (
+    KIND_CLIENT,
+    KIND_CONSUMER,
+    KIND_INTERNAL,
+    KIND_PRODUCER,
+    KIND_SERVER,
+    TrailEvent,
+    TrailLink,
+    TrailSpan,
+    spans_from_request,
+)
 from instrumentation.trail.sources import FileSource, JaegerSource, Lookup, SourceError, TrailNotFound
 from instrumentation.trail.timeline import BrokenStep, Timeline, build_timeline
 
 __all__ = [
+    "KIND_CLIENT",
+    "KIND_CONSUMER",
+    "KIND_INTERNAL",
+    "KIND_PRODUCER",
+    "KIND_SERVER",
     "BrokenStep",
     "FileSource",
     "JaegerSource",
     "Lookup",
     "SourceError",
     "Timeline",
+    "TrailEvent",
+    "TrailLink",
     "TrailNotFound",
     "TrailSpan",
     "build_timeline",

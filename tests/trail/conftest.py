@@ -54,17 +54,22 @@ def processor_file(tmp_path: Path) -> Iterator[ProcessorFile]:
 
 
 class JaegerQueryStub(ThreadingHTTPServer):
-    """Answers ``/api/v3/traces/{id}`` and ``/api/v3/traces?query.*`` like Jaeger v2's api_v3 gateway.
+    """Answers ``/api/v3/traces/{id}`` and ``/api/v3/traces?query.*`` like Jaeger 2.19's api_v3 HTTP gateway.
 
-    Same wire shapes as Jaeger: ``{"result": <OTLP JSON TracesData>}`` with hex ids and integer enums;
-    404 ``{"error": {...}}`` when nothing is found; 400 without the service name or the time window;
-    ``query.attributes`` is a JSON object of string values. It serves what a real processor wrote.
+    There is no Docker engine here to run Jaeger itself, so this follows its gateway's documented rules:
+    ``{"result": <OTLP JSON TracesData>}`` with hex ids and integer enums; 404 ``{"error": {...}}`` when
+    nothing is found; 400 without the time window; camelCase parameters win over the deprecated snake_case
+    spellings (a request that needs a snake_case one is recorded in ``deprecated_requests``, where Jaeger
+    answers ``Deprecation: true``); ``query.attributes`` is a JSON object of string values, honoured only
+    when ``honours_attributes`` (releases before 2.19 ignore it). It serves what a real processor wrote.
     """
 
-    def __init__(self, requests: list[ExportTraceServiceRequest]) -> None:
+    def __init__(self, requests: list[ExportTraceServiceRequest], honours_attributes: bool = True) -> None:
         super().__init__(("127.0.0.1", 0), _JaegerHandler)
+        self.honours_attributes = honours_attributes
         self.traces: dict[str, ExportTraceServiceRequest] = {}
         self.seen_queries: list[dict[str, list[str]]] = []
+        self.deprecated_requests: list[str] = []
         for request in requests:
             for resource_spans in request.resource_spans:
                 for scope_spans in resource_spans.scope_spans:
@@ -89,7 +94,7 @@ class JaegerQueryStub(ThreadingHTTPServer):
                 all(str(attributes_dict(span.attributes).get(key)) == value for key, value in attributes.items())
                 for span in spans
             )
-            if service in services and has_attributes:
+            if service in services and (has_attributes or not self.honours_attributes):
                 found.append(trace)
         return found
 
@@ -108,12 +113,28 @@ class _JaegerHandler(BaseHTTPRequestHandler):
             return
         query = urllib.parse.parse_qs(parts.query)
         self.server.seen_queries.append(query)
+
+        def param(canonical: str, deprecated: str) -> str:
+            """Jaeger's precedence: the camelCase name wins; the snake_case one is read with a deprecation."""
+            if query.get(canonical, [""])[0]:
+                return query[canonical][0]
+            if query.get(deprecated, [""])[0]:
+                self.server.deprecated_requests.append(deprecated)
+                return query[deprecated][0]
+            return ""
+
+        service = param("query.serviceName", "query.service_name")
+        bounds = [
+            param("query.startTimeMin", "query.start_time_min"),
+            param("query.startTimeMax", "query.start_time_max"),
+        ]
         try:
-            for bound in ("query.startTimeMin", "query.startTimeMax"):
-                datetime.fromisoformat(query[bound][0].replace("Z", "+00:00"))
+            if not all(bounds):
+                raise ValueError("query.startTimeMin and query.startTimeMax are required")
+            for bound in bounds:
+                datetime.fromisoformat(bound.replace("Z", "+00:00"))
             attributes = json.loads(query.get("query.attributes", ["{}"])[0])
-            service = query["query.serviceName"][0]
-        except (KeyError, ValueError) as error:
+        except ValueError as error:
             self._error(400, f"malformed query: {error}")
             return
         self._answer(self.server.search(service, attributes))
@@ -152,8 +173,8 @@ def read_requests(path: Path) -> list[ExportTraceServiceRequest]:
 def jaeger_stub_factory() -> Iterator:
     servers: list[JaegerQueryStub] = []
 
-    def start(requests: list[ExportTraceServiceRequest]) -> JaegerQueryStub:
-        server = JaegerQueryStub(requests)
+    def start(requests: list[ExportTraceServiceRequest], honours_attributes: bool = True) -> JaegerQueryStub:
+        server = JaegerQueryStub(requests, honours_attributes)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server

@@ -82,16 +82,28 @@ def test_unknown_identifier_and_missing_file(stitched_file, tmp_path: Path, caps
         FileSource(str(path)).find(Lookup.parse("no-such-job"))
 
 
-def test_jaeger_source_searches_with_camel_case_parameters(stitched_file, jaeger_stub_factory, capsys) -> None:
+def test_jaeger_source_searches_with_canonical_parameters(stitched_file, jaeger_stub_factory, capsys) -> None:
     path, emitted = stitched_file
     jaeger = jaeger_stub_factory(read_requests(path))
     assert main(["trail", emitted.request_id, "--jaeger", jaeger.url, "--utc"]) == 0
     out = capsys.readouterr().out
     assert out.count("failed: SMTPAuthenticationError; retry scheduled") == 2
     query = jaeger.seen_queries[0]
-    assert query["query.serviceName"] == [DEFAULT_SERVICES[0]]
+    assert query["query.serviceName"] == query["query.service_name"] == [DEFAULT_SERVICES[0]]
     assert json.loads(query["query.attributes"][0]) == {ATTR_REQUEST_ID: emitted.request_id}
     assert query["query.startTimeMin"][0].endswith("Z") and query["query.startTimeMax"][0].endswith("Z")
+    assert jaeger.deprecated_requests == [], "Jaeger reads the canonical names; the snake_case ones are fallbacks"
+
+
+def test_jaeger_that_ignores_attributes_still_gives_only_the_matching_trail(
+    processor_file, jaeger_stub_factory
+) -> None:
+    wanted = emit_action(processor_file.processor, request_id="req_00000000000000aa", job_id="job-1")
+    other = emit_action(processor_file.processor, request_id="req_00000000000000bb", job_id="job-2")
+    jaeger = jaeger_stub_factory(read_requests(processor_file.finish()), honours_attributes=False)
+    spans = JaegerSource(jaeger.url, DEFAULT_SERVICES).find(Lookup.parse(wanted.request_id)).spans
+    assert {span.trace_id for span in spans} == {wanted.request_trace_id}
+    assert other.request_trace_id not in {span.trace_id for span in spans}
 
 
 def test_jaeger_source_finds_a_stitched_attempt_by_its_original_trace_id(stitched_file, jaeger_stub_factory) -> None:

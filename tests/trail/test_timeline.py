@@ -9,9 +9,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from instrumentation.trail import build_timeline, spans_from_request
 from instrumentation.trail.timeline import (
     FINAL_DEAD_LETTERED,
+    FINAL_PARTLY_DONE,
     FINAL_SUCCEEDED,
     STEP_API_REJECTED,
     STEP_JOB_NOT_FINISHED,
+    STEP_JOB_PARTIAL,
     STEP_NEVER_QUEUED,
     STEP_NOTHING_BROKEN,
     STEP_UI_NEVER_SENT,
@@ -33,8 +35,8 @@ def test_retried_then_succeeded_tells_every_attempt_in_order() -> None:
         "API accepted POST /api/receipts at 10:14:04 (202)",
         'job job-84721 queued at 10:14:04 on queue "emails"',
         "attempt 1 picked up at 10:14:05 after 2.1 s in queue, failed: SMTPAuthenticationError; "
-        "retry scheduled in 2 s (at 2026-11-22T10:14:08+00:00)",
-        '  step "send email" failed: SMTPAuthenticationError',
+        "retry scheduled in 2 s (at 10:14:08)",
+        '  step "send email" failed: SMTPAuthenticationError: (535, b\'5.7.8 Username and Password not accepted\')',
         "attempt 2 picked up at 10:14:08 after 0.1 s in queue, failed: SMTPAuthenticationError; retry scheduled in 4 s",
         "attempt 3 picked up at 10:14:11 after 0.1 s in queue, succeeded in 0.60 s",
         '  step "send email" done in 0.40 s',
@@ -106,3 +108,15 @@ def test_accepted_without_a_job_is_the_job_never_queued_but_a_plain_answer_is_fi
     plain = timeline_of(enqueue=False, api_status=200)
     assert plain.first_broken_step.step == STEP_NOTHING_BROKEN
     assert plain.first_broken_step.detail == "no background job belongs to this action"
+
+
+def test_a_failed_step_in_the_last_attempt_is_a_partial_result() -> None:
+    timeline = timeline_of(failures=0, partial=True)
+    lines = timeline.lines()
+    assert '  step "attach invoice" failed: ValueError: invoice RF-1042 has no amount' in lines
+    assert "job job-84721 partly done at 10:14:05 after 1 attempt (1 of 2 steps failed)" in lines
+    assert timeline.final_state == FINAL_PARTLY_DONE
+    assert timeline.first_broken_step.step == STEP_JOB_PARTIAL
+    assert timeline.first_broken_step.text == (
+        f'{STEP_JOB_PARTIAL}: step "attach invoice" failed: ValueError: invoice RF-1042 has no amount'
+    )
