@@ -32,14 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--hold", metavar="SECONDS", type=float, help="hold window for spans whose root is unknown")
     parser.add_argument("--stitch-rule", choices=STITCH_RULES, help="which spans count as attempt roots")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="logging level (default INFO)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         config = load_config(

@@ -39,9 +39,11 @@ class ProcessorConfig:
     mapping_ttl_seconds: float = 900.0
     stitch_rule: str = STITCH_RULE_JOBTRAIL
     max_held_spans: int = 200_000
+    max_held_bytes: int = 128 * 1024 * 1024
     max_mappings: int = 500_000
     max_request_bytes: int = 4 * 1024 * 1024
     queue_max_spans: int = 200_000
+    queue_max_bytes: int = 128 * 1024 * 1024
     export_batch_max_bytes: int = 3 * 1024 * 1024
     export_timeout_seconds: float = 10.0
     retry_initial_backoff_seconds: float = 0.5
@@ -76,7 +78,13 @@ class ProcessorConfig:
             value = getattr(self, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
                 raise ConfigError(f"{f.name} must not be negative, got {value}")
-        for name in ("max_request_bytes", "queue_max_spans", "export_batch_max_bytes", "export_timeout_seconds"):
+        for name in (
+            "max_request_bytes",
+            "queue_max_spans",
+            "queue_max_bytes",
+            "export_batch_max_bytes",
+            "export_timeout_seconds",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         return self
@@ -102,9 +110,17 @@ def _coerce(name: str, raw: Any) -> Any:
                 return [part.strip() for part in raw.split(",") if part.strip()]
             return [str(item) for item in raw]
         if name in ("grpc_listen", "http_listen"):
-            return None if raw in (None, "", "none", "off") else str(raw)
+            # YAML 1.1 reads a bare `off` / `no` as false: that means "disabled" too.
+            if raw is None or raw is False or str(raw).strip().lower() in ("", "none", "off", "false"):
+                return None
+            return str(raw)
+        if isinstance(raw, bool) and isinstance(default, (int, float)):
+            raise ValueError("a number is needed")
         if isinstance(default, int):
-            return int(raw)
+            number = float(raw) if isinstance(raw, float) else int(raw)
+            if number != int(number):
+                raise ValueError("a whole number is needed")
+            return int(number)
         if isinstance(default, float):
             return float(raw)
         return str(raw)

@@ -28,6 +28,8 @@ from collector_processor.receivers.grpc import GrpcReceiver
 from collector_processor.receivers.http import HttpReceiver
 from collector_processor.stitch import UNCHANGED_REASONS, Stitcher, StitchResult
 from collector_processor.telemetry import (
+    HELD_BYTES,
+    HELD_TRACES,
     REFUSED_OVERLOADED,
     REFUSED_REASONS,
     REQUESTS_REFUSED,
@@ -55,6 +57,7 @@ class Pipeline:
             mapping_ttl_seconds=config.mapping_ttl_seconds,
             max_held_spans=config.max_held_spans,
             max_mappings=config.max_mappings,
+            max_held_bytes=config.max_held_bytes,
         )
         self.stitcher = Stitcher(self.store, config.stitch_rule)
         self.exporters = [exporter_for(url, config, self.telemetry) for url in config.export_to]
@@ -114,8 +117,9 @@ class Pipeline:
     def consume(self, request: ExportTraceServiceRequest, original: bytes | None) -> tuple[int, str]:
         """Stitch and queue one request; ``(rejected_spans, message)`` for a partial-success answer."""
         spans = sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
+        size = len(original) if original is not None else request.ByteSize()
         with self._lock:
-            full = [exporter.url for exporter in self.exporters if not exporter.has_room(spans)]
+            full = [exporter.url for exporter in self.exporters if not exporter.has_room(spans, size)]
             if full or self._stopping.is_set():
                 self.telemetry.add(REQUESTS_REFUSED, reason=REFUSED_OVERLOADED)
                 why = f"export queue full ({', '.join(full)})" if full else "processor is shutting down"
@@ -159,5 +163,7 @@ class Pipeline:
         for reason in REFUSED_REASONS:
             telemetry.declare(REQUESTS_REFUSED, reason=reason)
         telemetry.gauge(SPANS_HELD, lambda: self.store.held_spans)
+        telemetry.gauge(HELD_TRACES, lambda: self.store.held_traces)
+        telemetry.gauge(HELD_BYTES, lambda: self.store.held_bytes)
         telemetry.gauge(TRACE_MAPPINGS, lambda: self.store.mapping_count)
         telemetry.gauge(TRACE_MAPPINGS_EVICTED, lambda: self.store.mappings_evicted)

@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
+    MESSAGING_OPERATION as DEPRECATED_MESSAGING_OPERATION,
+)
 
 from collector_processor.config import STITCH_RULE_MESSAGING
-from collector_processor.hold import PASS_THROUGH, Fragment, HoldStore, TraceMapping
+from collector_processor.hold import PASS_THROUGH, Fragment, HoldStore, TraceMapping, fragment_cost
 from instrumentation.conventions import (
     ATTR_LINK_TYPE,
     ATTR_MESSAGING_OPERATION_TYPE,
@@ -33,6 +36,7 @@ from instrumentation.conventions import (
 TRACE_ID_BYTES = 16
 SPAN_ID_BYTES = 8
 _INVALID_TRACE_ID = bytes(TRACE_ID_BYTES)
+_PARENT_ID_LENGTHS = (0, SPAN_ID_BYTES)
 _PARENT_FROM_LINK = KeyValue(key=ATTR_STITCHED_PARENT_FROM_LINK, value=AnyValue(bool_value=True))
 
 REASON_NO_JOB_LINK = "no_job_link"
@@ -74,9 +78,10 @@ class Stitcher:
         """Stitch ``request`` in place; spans to hold are taken out, spans released by its roots appended."""
         result = StitchResult(request)
         store = self.store
-        decisions, released = self._decide_roots(request, now)
+        undecided = _UNDECIDED
+        moves, released = self._decide_roots(request, now)
         to_hold: dict[bytes, list[Fragment]] = {}
-        passed_through = 0
+        passed_through = stitched = 0
         for resource_spans in request.resource_spans:
             resource_shell = b""
             for scope_spans in resource_spans.scope_spans:
@@ -84,16 +89,17 @@ class Stitcher:
                 taken_out: list[int] = []
                 for index, span in enumerate(scope_spans.spans):
                     trace_id = span.trace_id
-                    if len(trace_id) != TRACE_ID_BYTES or len(span.span_id) != SPAN_ID_BYTES:
+                    if (
+                        len(trace_id) != TRACE_ID_BYTES
+                        or len(span.span_id) != SPAN_ID_BYTES
+                        or len(span.parent_span_id) not in _PARENT_ID_LENGTHS
+                    ):
                         taken_out.append(index)
                         result.rejected += 1
-                        result.rejected_reason = (
-                            f"span ids must be {TRACE_ID_BYTES} bytes (trace) and {SPAN_ID_BYTES} bytes (span); "
-                            f"got {len(trace_id)} and {len(span.span_id)}"
-                        )
+                        result.rejected_reason = _invalid_ids_message(span)
                         continue
-                    mapping = decisions.get(trace_id)
-                    if mapping is None:
+                    move = moves.get(trace_id, undecided)
+                    if move is undecided:
                         mapping = store.lookup(trace_id, now)
                         if mapping is None:
                             if not resource_shell:
@@ -105,22 +111,23 @@ class Stitcher:
                             )
                             taken_out.append(index)
                             continue
-                        decisions[trace_id] = mapping
-                    if mapping.target_trace_id is None:
+                        move = moves[trace_id] = _Move.of(trace_id, mapping)
+                    if move is None:
                         passed_through += 1
                     else:
-                        _move(span, mapping)
-                        result.stitched += 1
+                        move.apply(span)
+                        stitched += 1
                 for index in reversed(taken_out):
                     del scope_spans.spans[index]
+        result.stitched = stitched
         result.count_unchanged(REASON_NO_JOB_LINK, passed_through)
-        result.spans_out = passed_through + result.stitched
+        result.spans_out = passed_through + stitched
         if to_hold or result.rejected:
             result.modified = True
             _drop_empty(request)
-        if result.stitched:
+        if stitched:
             result.modified = True
-        self._append(result, released, REASON_NO_JOB_LINK, decisions)
+        self._append(result, released, REASON_NO_JOB_LINK, moves)
         self._hold(to_hold, now, result)
         return result
 
@@ -140,37 +147,59 @@ class Stitcher:
     # --- deciding ----------------------------------------------------------------------------
     def _decide_roots(
         self, request: ExportTraceServiceRequest, now: float
-    ) -> tuple[dict[bytes, TraceMapping], list[tuple[bytes, list[Fragment]]]]:
+    ) -> tuple[dict[bytes, _Move | None], list[tuple[bytes, list[Fragment]]]]:
         """First pass: the traces this request decides (attempt roots, plain roots), remembered in the store.
 
         Also hands back the spans held earlier for those traces: they go out with this request.
         """
-        decisions: dict[bytes, TraceMapping] = {}
+        store = self.store
+        decided: dict[bytes, TraceMapping] = {}
         for resource_spans in request.resource_spans:
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     if span.parent_span_id and not span.links:
                         continue
                     trace_id = span.trace_id
+                    if len(trace_id) != TRACE_ID_BYTES:
+                        continue  # rejected in the second pass
                     link = self._attempt_link(span, trace_id)
                     if link is not None:
-                        decisions[trace_id] = TraceMapping(
-                            target_trace_id=link.trace_id,
-                            link_span_id=link.span_id,
-                            original_attribute=KeyValue(
-                                key=ATTR_STITCHED_ORIGINAL_TRACE_ID, value=AnyValue(string_value=trace_id.hex())
-                            ),
-                        )
-                    elif not span.parent_span_id and trace_id not in decisions:
+                        decided[trace_id] = TraceMapping(link.trace_id, link.span_id)
+                    elif not span.parent_span_id and trace_id not in decided:
                         # A plain root; but an attempt root seen earlier in this trace still decides it.
-                        decisions[trace_id] = self.store.lookup(trace_id, now) or PASS_THROUGH
+                        decided[trace_id] = store.lookup(trace_id, now) or PASS_THROUGH
+        for trace_id, mapping in decided.items():
+            if mapping.target_trace_id is not None:
+                decided[trace_id] = self._final_target(trace_id, mapping, decided, now)
+        moves: dict[bytes, _Move | None] = {}
         released = []
-        for trace_id, mapping in decisions.items():
-            self.store.remember(trace_id, mapping, now)
-            fragments = self.store.release(trace_id)
+        for trace_id, mapping in decided.items():
+            store.remember(trace_id, mapping, now)
+            moves[trace_id] = _Move.of(trace_id, mapping)
+            fragments = store.release(trace_id)
             if fragments:
                 released.append((trace_id, fragments))
-        return decisions, released
+        return moves, released
+
+    def _final_target(
+        self, trace_id: bytes, mapping: TraceMapping, decided: dict[bytes, TraceMapping], now: float
+    ) -> TraceMapping:
+        """Follow a job enqueued by another job: when the link's trace is itself an attempt trace that moves
+        (decided in this request or remembered), go where that one goes. The parent stays the enqueuing span:
+        span ids never change, so it is found in the final trace. Mappings are stored resolved, so chains are
+        short; a cycle (only hostile input makes one) stops at the first repeat.
+
+        When the enqueuing job's own root has not been seen yet, the link's trace is used as it is (the nested
+        job ends up in its enqueuing job's original trace, still linked)."""
+        target = mapping.target_trace_id
+        seen = {trace_id, target}
+        while True:
+            onward = decided.get(target) or self.store.lookup(target, now)
+            if onward is None or onward.target_trace_id is None or onward.target_trace_id in seen:
+                break
+            target = onward.target_trace_id
+            seen.add(target)
+        return mapping if target == mapping.target_trace_id else TraceMapping(target, mapping.link_span_id)
 
     def _attempt_link(self, span: Span, trace_id: bytes) -> Span.Link | None:
         """The link that makes ``span`` an attempt root, or None."""
@@ -182,7 +211,7 @@ class Stitcher:
             self._generic_messaging_rule
             and len(links) == 1
             and span.kind == Span.SPAN_KIND_CONSUMER
-            and _has_string_attribute(span.attributes, ATTR_MESSAGING_OPERATION_TYPE, OPERATION_PROCESS)
+            and _is_process_operation(span.attributes)
         ):
             chosen = links[0]
         else:
@@ -207,14 +236,14 @@ class Stitcher:
         if not to_hold:
             return
         store = self.store
-        needed = sum(len(fragments) for fragments in to_hold.values())
-        evicted = store.evict_oldest(needed)
+        costs = {trace_id: sum(map(fragment_cost, fragments)) for trace_id, fragments in to_hold.items()}
+        evicted = store.evict_oldest(sum(map(len, to_hold.values())), sum(costs.values()))
         overflow = []
         for trace_id, fragments in to_hold.items():
-            if store.held_spans + len(fragments) > store.max_held_spans:
-                overflow.append((trace_id, fragments))
+            if store.fits(len(fragments), costs[trace_id]):
+                store.hold(trace_id, fragments, costs[trace_id], now)
             else:
-                store.hold(trace_id, fragments, now)
+                overflow.append((trace_id, fragments))
         self._append(result, evicted + overflow, REASON_HOLD_FULL)
 
     def _append(
@@ -222,38 +251,80 @@ class Stitcher:
         result: StitchResult,
         traces: Iterable[tuple[bytes, list[Fragment]]],
         unchanged_reason: str,
-        decisions: dict[bytes, TraceMapping] | None = None,
+        moves: dict[bytes, _Move | None] | None = None,
     ) -> None:
-        """Rebuild held spans into ``result.request``; stitched when ``decisions`` says so, else unchanged."""
-        groups: dict[tuple[bytes, bytes], list[tuple[bytes, TraceMapping | None]]] = {}
+        """Rebuild held spans into ``result.request``; stitched when ``moves`` says so, else unchanged."""
+        groups: dict[tuple[bytes, bytes], list[tuple[bytes, _Move | None]]] = {}
         for trace_id, fragments in traces:
-            mapping = decisions.get(trace_id) if decisions else None
+            move = moves.get(trace_id) if moves else None
             for resource_shell, scope_shell, span_bytes in fragments:
-                groups.setdefault((resource_shell, scope_shell), []).append((span_bytes, mapping))
+                groups.setdefault((resource_shell, scope_shell), []).append((span_bytes, move))
         for (resource_shell, scope_shell), spans in groups.items():
             resource_spans = result.request.resource_spans.add()
             resource_spans.MergeFromString(resource_shell)
             scope_spans = resource_spans.scope_spans.add()
             scope_spans.MergeFromString(scope_shell)
-            for span_bytes, mapping in spans:
+            for span_bytes, move in spans:
                 span = scope_spans.spans.add()
                 span.MergeFromString(span_bytes)
-                if mapping is None or mapping.target_trace_id is None:
+                if move is None:
                     result.count_unchanged(unchanged_reason, 1)
                 else:
-                    _move(span, mapping)
+                    move.apply(span)
                     result.stitched += 1
             result.spans_out += len(spans)
             result.modified = True
 
 
-def _move(span: Span, mapping: TraceMapping) -> None:
-    """Put one span into the target trace and say where it came from."""
-    span.trace_id = mapping.target_trace_id
-    span.attributes.append(mapping.original_attribute)
-    if not span.parent_span_id:
-        span.parent_span_id = mapping.link_span_id
-        span.attributes.append(_PARENT_FROM_LINK)
+class _Move:
+    """How the spans of one original trace move, built once per trace per request so that moving a span only
+    sets two bytes fields and appends ready ``KeyValue`` messages. (The hold store keeps the compact
+    :class:`TraceMapping` instead: a prebuilt message per remembered trace would double its memory.)"""
+
+    __slots__ = ("target_trace_id", "link_span_id", "original_attribute")
+
+    def __init__(self, original_trace_id: bytes, mapping: TraceMapping) -> None:
+        self.target_trace_id = mapping.target_trace_id
+        self.link_span_id = mapping.link_span_id
+        self.original_attribute = KeyValue(
+            key=ATTR_STITCHED_ORIGINAL_TRACE_ID, value=AnyValue(string_value=original_trace_id.hex())
+        )
+
+    @classmethod
+    def of(cls, original_trace_id: bytes, mapping: TraceMapping) -> _Move | None:
+        """The move for a mapping, or None for a trace that passes through."""
+        return None if mapping.target_trace_id is None else cls(original_trace_id, mapping)
+
+    def apply(self, span: Span) -> None:
+        """Put one span into the target trace and say where it came from."""
+        span.trace_id = self.target_trace_id
+        span.attributes.append(self.original_attribute)
+        if not span.parent_span_id:
+            span.parent_span_id = self.link_span_id
+            span.attributes.append(_PARENT_FROM_LINK)
+
+
+_UNDECIDED = object()
+"""``moves.get`` default: this request does not decide the trace yet (a None move means: it passes through)."""
+
+
+def _invalid_ids_message(span: Span) -> str:
+    return (
+        f"span ids must be {TRACE_ID_BYTES} bytes (trace), {SPAN_ID_BYTES} bytes (span) and empty or "
+        f"{SPAN_ID_BYTES} bytes (parent); got {len(span.trace_id)}, {len(span.span_id)} and {len(span.parent_span_id)}"
+    )
+
+
+_OPERATION_KEYS = (ATTR_MESSAGING_OPERATION_TYPE, DEPRECATED_MESSAGING_OPERATION)
+
+
+def _is_process_operation(attributes: Iterable[KeyValue]) -> bool:
+    """``messaging.operation.type="process"``, or the same under the name semconv used before 1.26, which
+    instrumentations such as Ruby's Sidekiq (link propagation style) still send."""
+    for attribute in attributes:
+        if attribute.key in _OPERATION_KEYS and attribute.value.string_value == OPERATION_PROCESS:
+            return True
+    return False
 
 
 def _has_string_attribute(attributes: Iterable[KeyValue], key: str, value: str) -> bool:

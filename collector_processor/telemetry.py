@@ -14,6 +14,8 @@ SPANS_REJECTED = "jobtrail_processor_spans_rejected_total"
 SPANS_STITCHED = "jobtrail_processor_spans_stitched_total"
 SPANS_FORWARDED_UNCHANGED = "jobtrail_processor_spans_forwarded_unchanged_total"
 SPANS_HELD = "jobtrail_processor_spans_held"
+HELD_BYTES = "jobtrail_processor_held_bytes"
+HELD_TRACES = "jobtrail_processor_held_traces"
 TRACE_MAPPINGS = "jobtrail_processor_trace_mappings"
 TRACE_MAPPINGS_EVICTED = "jobtrail_processor_trace_mappings_evicted_total"
 REQUESTS_REFUSED = "jobtrail_processor_requests_refused_total"
@@ -21,6 +23,7 @@ SPANS_EXPORTED = "jobtrail_processor_spans_exported_total"
 EXPORT_FAILURES = "jobtrail_processor_export_failures_total"
 SPANS_EXPORT_DROPPED = "jobtrail_processor_spans_export_dropped_total"
 EXPORT_QUEUE_SPANS = "jobtrail_processor_export_queue_spans"
+EXPORT_QUEUE_BYTES = "jobtrail_processor_export_queue_bytes"
 
 REFUSED_BAD_REQUEST = "bad_request"
 REFUSED_TOO_LARGE = "too_large"
@@ -41,6 +44,8 @@ HELP = {
     SPANS_STITCHED: ("counter", "Spans moved into the trace that enqueued their job."),
     SPANS_FORWARDED_UNCHANGED: ("counter", "Spans forwarded as they came, by reason."),
     SPANS_HELD: ("gauge", "Spans waiting for their trace's root."),
+    HELD_BYTES: ("gauge", "Estimated memory of the held spans (what max_held_bytes bounds)."),
+    HELD_TRACES: ("gauge", "Traces with spans waiting for their root."),
     TRACE_MAPPINGS: ("gauge", "Original trace ids with a known decision (stitch target or pass-through)."),
     TRACE_MAPPINGS_EVICTED: ("counter", "Trace mappings dropped early because the mapping table was full."),
     REQUESTS_REFUSED: ("counter", "Export requests refused as a whole, by reason."),
@@ -48,6 +53,7 @@ HELP = {
     EXPORT_FAILURES: ("counter", "Export attempts that failed (retried when the error allows), by exporter."),
     SPANS_EXPORT_DROPPED: ("counter", "Spans given up on (permanent error or shutdown timeout), by exporter."),
     EXPORT_QUEUE_SPANS: ("gauge", "Spans waiting in an exporter's queue, by exporter."),
+    EXPORT_QUEUE_BYTES: ("gauge", "Serialized bytes waiting in an exporter's queue, by exporter."),
 }
 
 Labels = tuple[tuple[str, str], ...]

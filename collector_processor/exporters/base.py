@@ -16,9 +16,12 @@ import random
 import threading
 from collections import deque
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from collector_processor.config import ProcessorConfig
 from collector_processor.telemetry import (
     EXPORT_FAILURES,
+    EXPORT_QUEUE_BYTES,
     EXPORT_QUEUE_SPANS,
     SPANS_EXPORT_DROPPED,
     SPANS_EXPORTED,
@@ -49,6 +52,7 @@ class QueuedExporter:
         self.telemetry = telemetry
         self._queue: deque[tuple[bytes, int]] = deque()
         self._queued_spans = 0
+        self._queued_bytes = 0
         self._cond = threading.Condition()
         self._closing = False
         self._abort = threading.Event()
@@ -56,6 +60,7 @@ class QueuedExporter:
         for name in (SPANS_EXPORTED, EXPORT_FAILURES, SPANS_EXPORT_DROPPED):
             telemetry.declare(name, exporter=url)
         telemetry.gauge(EXPORT_QUEUE_SPANS, lambda: self._queued_spans, exporter=url)
+        telemetry.gauge(EXPORT_QUEUE_BYTES, lambda: self._queued_bytes, exporter=url)
 
     # --- what a concrete exporter provides -------------------------------------------------
     def send(self, payload: bytes, timeout: float) -> int:
@@ -69,15 +74,20 @@ class QueuedExporter:
         """Release connections and files once the queue is drained."""
 
     # --- queue --------------------------------------------------------------------------------
-    def has_room(self, spans: int) -> bool:
-        """Room for ``spans`` more; an empty queue takes any request, or one bigger than the bound could never pass."""
-        return self._queued_spans == 0 or self._queued_spans + spans <= self.config.queue_max_spans
+    def has_room(self, spans: int, size: int) -> bool:
+        """Room for ``spans`` more spans of ``size`` bytes; an empty queue takes any request (one bigger than the
+        bounds could never pass otherwise)."""
+        return self._queued_spans == 0 or (
+            self._queued_spans + spans <= self.config.queue_max_spans
+            and self._queued_bytes + size <= self.config.queue_max_bytes
+        )
 
     def put(self, payload: bytes, spans: int) -> None:
         """Queue data the processor has already accepted (admission was checked with :meth:`has_room`)."""
         with self._cond:
             self._queue.append((payload, spans))
             self._queued_spans += spans
+            self._queued_bytes += len(payload)
             self._cond.notify()
 
     def start(self) -> None:
@@ -101,9 +111,17 @@ class QueuedExporter:
                 self._cond.wait()
             if not self._queue:
                 return None
+            limit = self.config.export_batch_max_bytes
+            if len(self._queue[0][0]) > limit:
+                # Rare: one request (plus the held spans it released) over the batch size. Sent whole, a next
+                # hop with the usual 4 MiB limit would refuse it for good, so it goes out in pieces.
+                payload, _count = self._queue.popleft()
+                pieces = split_request(payload, limit)
+                self._queue.extendleft(reversed(pieces))
+                self._queued_bytes += sum(len(piece) for piece, _spans in pieces) - len(payload)
             parts = []
             size = spans = 0
-            while self._queue and (not parts or size + len(self._queue[0][0]) <= self.config.export_batch_max_bytes):
+            while self._queue and (not parts or size + len(self._queue[0][0]) <= limit):
                 payload, count = self._queue.popleft()
                 parts.append(payload)
                 size += len(payload)
@@ -119,6 +137,7 @@ class QueuedExporter:
             self._deliver(payload, spans)
             with self._cond:
                 self._queued_spans -= spans
+                self._queued_bytes -= len(payload)
 
     def _deliver(self, payload: bytes, spans: int) -> None:
         """Send one batch until it is accepted, refused for good, or the shutdown deadline passes."""
@@ -158,7 +177,39 @@ class QueuedExporter:
     def _drop_queued(self) -> None:
         with self._cond:
             left = sum(count for _payload, count in self._queue)
+            self._queued_bytes -= sum(len(payload) for payload, _count in self._queue)
             self._queue.clear()
             self._queued_spans -= left
         if left:
             self._drop(left, "shutdown deadline passed before they could be sent")
+
+
+def split_request(payload: bytes, max_bytes: int) -> list[tuple[bytes, int]]:
+    """Cut one serialized request into requests of at most about ``max_bytes`` (span granularity, each span with
+    its resource and scope), as ``(bytes, spans)``. A single span bigger than that travels alone."""
+    pieces: list[tuple[bytes, int]] = []
+    piece, size, spans = ExportTraceServiceRequest(), 0, 0
+    for resource_spans in ExportTraceServiceRequest.FromString(payload).resource_spans:
+        shell = resource_spans.ByteSize() - sum(scope.ByteSize() for scope in resource_spans.scope_spans)
+        for scope_spans in resource_spans.scope_spans:
+            scope_shell = scope_spans.ByteSize() - sum(span.ByteSize() for span in scope_spans.spans)
+            target_scope = None
+            for span in scope_spans.spans:
+                span_size = span.ByteSize() + 16
+                if spans and size + span_size > max_bytes:
+                    pieces.append((piece.SerializeToString(), spans))
+                    piece, size, spans, target_scope = ExportTraceServiceRequest(), 0, 0, None
+                if target_scope is None:
+                    target_resource = piece.resource_spans.add(
+                        resource=resource_spans.resource, schema_url=resource_spans.schema_url
+                    )
+                    target_scope = target_resource.scope_spans.add(
+                        scope=scope_spans.scope, schema_url=scope_spans.schema_url
+                    )
+                    size += shell + scope_shell + 16
+                target_scope.spans.append(span)
+                size += span_size
+                spans += 1
+    if spans:
+        pieces.append((piece.SerializeToString(), spans))
+    return pieces

@@ -46,7 +46,11 @@ class GrpcReceiver:
         self._telemetry = telemetry
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="otlp-grpc"),
-            options=[("grpc.max_receive_message_length", config.max_request_bytes)],
+            options=[
+                ("grpc.max_receive_message_length", config.max_request_bytes),
+                # gRPC sets SO_REUSEPORT by default: a second processor on the same port would share it silently.
+                ("grpc.so_reuseport", 0),
+            ],
         )
         handler = grpc.unary_unary_rpc_method_handler(
             self._export,
@@ -56,9 +60,12 @@ class GrpcReceiver:
         service, method = EXPORT_METHOD_PATH.strip("/").split("/")
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {method: handler}),))
         host, port = split_host_port(config.grpc_listen, "grpc_listen")
-        self.port = self._server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        try:
+            self.port = self._server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        except RuntimeError:  # grpcio raises it for a port in use or an address it cannot bind
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {config.grpc_listen} (gRPC)")
+            raise OSError(f"cannot listen on {config.grpc_listen} (gRPC): address in use or not available")
 
     def start(self) -> None:
         self._server.start()

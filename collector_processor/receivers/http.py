@@ -60,7 +60,10 @@ class HttpReceiver:
         assert config.http_listen is not None
         host, port = split_host_port(config.http_listen, "http_listen")
         handler = type("OtlpHttpHandler", (_Handler,), {"config": config, "consume": consume, "telemetry": telemetry})
-        self._server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as error:
+            raise OSError(f"cannot listen on {config.http_listen} (HTTP): {error.strerror or error}") from None
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
@@ -116,6 +119,12 @@ class _Handler(BaseHTTPRequestHandler):
             status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(overloaded))
             retry_after = str(max(1, math.ceil(overloaded.retry_after)))
             self._send_message(503, status, as_json, {"Retry-After": retry_after})
+            return
+        except Exception:  # a bug, not the sender's fault: answer it and keep serving
+            logger.exception("failed to process a POST %s", self.path)
+            self.close_connection = True
+            status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error in the processor")
+            self._send_message(500, status, as_json)
             return
         response = ExportTraceServiceResponse()
         if rejected:
@@ -198,11 +207,14 @@ class _Handler(BaseHTTPRequestHandler):
 def decode_body(media_type: str, content_encoding: str, body: bytes, limit: int) -> ExportTraceServiceRequest:
     """Inflate and decode one ``POST /v1/traces`` body, or raise :class:`RequestRefused` saying why (4xx)."""
     encoding = content_encoding.strip().lower()
-    if encoding == "gzip":
-        body = _gunzip(body, limit)
+    if encoding in _INFLATE_WBITS:
+        body = _inflate(body, limit, encoding)
     elif encoding != "identity":
         raise RequestRefused(
-            415, code_pb2.INVALID_ARGUMENT, REFUSED_UNSUPPORTED_MEDIA_TYPE, f"Content-Encoding {encoding!r}: use gzip"
+            415,
+            code_pb2.INVALID_ARGUMENT,
+            REFUSED_UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Encoding {encoding!r}: use gzip, deflate or none",
         )
     if media_type == CONTENT_TYPE_PROTOBUF:
         try:
@@ -224,19 +236,26 @@ def decode_body(media_type: str, content_encoding: str, body: bytes, limit: int)
     )
 
 
-def _gunzip(body: bytes, limit: int) -> bytes:
-    """Inflate a gzip body without ever holding more than ``limit`` bytes (a zip bomb is a 413, not an OOM)."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+_INFLATE_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+"""zlib window settings per Content-Encoding: gzip framing, and the zlib framing HTTP's ``deflate`` means."""
+
+
+def _inflate(body: bytes, limit: int, encoding: str) -> bytes:
+    """Inflate a compressed body without ever holding more than ``limit`` bytes (a zip bomb is a 413, not an OOM)."""
+    inflater = zlib.decompressobj(_INFLATE_WBITS[encoding])
     try:
         data = inflater.decompress(body, limit + 1)
     except zlib.error as error:
         raise RequestRefused(
-            400, code_pb2.INVALID_ARGUMENT, REFUSED_BAD_REQUEST, f"body is not valid gzip: {error}"
+            400, code_pb2.INVALID_ARGUMENT, REFUSED_BAD_REQUEST, f"body is not valid {encoding}: {error}"
         ) from None
     if len(data) > limit:
         raise RequestRefused(
-            413, code_pb2.RESOURCE_EXHAUSTED, REFUSED_TOO_LARGE, f"gzip body inflates to over the {limit} byte limit"
+            413,
+            code_pb2.RESOURCE_EXHAUSTED,
+            REFUSED_TOO_LARGE,
+            f"{encoding} body inflates to over the {limit} byte limit",
         )
     if not inflater.eof:
-        raise RequestRefused(400, code_pb2.INVALID_ARGUMENT, REFUSED_BAD_REQUEST, "gzip body is truncated")
+        raise RequestRefused(400, code_pb2.INVALID_ARGUMENT, REFUSED_BAD_REQUEST, f"{encoding} body is truncated")
     return data

@@ -11,7 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -22,9 +25,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import Link, SpanKind
 
 from collector_processor.config import ProcessorConfig
 from collector_processor.pipeline import Pipeline
+from instrumentation.conventions import ATTR_LINK_TYPE, LINK_TYPE_ENQUEUED_BY, LINK_TYPE_RETRY_OF
 
 WAIT_SECONDS = 30.0
 
@@ -134,14 +139,29 @@ class HttpDownstream:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._handler = Handler
+        self.port = 0
+        self._server: ThreadingHTTPServer | None = None
+        self.start()
+
+    def start(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler)
         self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def stop(self) -> None:
+        """Stop listening and drop open keep-alive connections (an outage); ``start()`` reuses the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    close = stop
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
 
 @pytest.fixture
@@ -194,14 +214,44 @@ def sdk_provider(service: str, exporter: object) -> TracerProvider:
     return provider
 
 
-def grpc_sender(pipeline: Pipeline, service: str) -> TracerProvider:
-    return sdk_provider(service, GrpcSpanExporter(endpoint=f"127.0.0.1:{pipeline.grpc_port}", insecure=True))
+def grpc_sender(pipeline: Pipeline, service: str, compression: grpc.Compression | None = None) -> TracerProvider:
+    exporter = GrpcSpanExporter(endpoint=f"127.0.0.1:{pipeline.grpc_port}", insecure=True, compression=compression)
+    return sdk_provider(service, exporter)
 
 
-def http_sender(pipeline: Pipeline, service: str) -> TracerProvider:
-    return sdk_provider(service, HttpSpanExporter(endpoint=f"http://127.0.0.1:{pipeline.http_port}/v1/traces"))
+def http_sender(pipeline: Pipeline, service: str, compression: HttpCompression | None = None) -> TracerProvider:
+    endpoint = f"http://127.0.0.1:{pipeline.http_port}/v1/traces"
+    return sdk_provider(service, HttpSpanExporter(endpoint=endpoint, compression=compression))
 
 
 def scrape(pipeline: Pipeline) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{pipeline.http_port}/metrics", timeout=10) as response:
         return response.read().decode("utf-8")
+
+
+def run_attempt(provider, enqueue_context, name="process default", previous=None, before_root=None):
+    """Emit one attempt the way the RQ instrumentation does: a new trace root linked to the enqueue span.
+
+    The child ends (and is exported) before its root; ``before_root`` runs in between.
+    """
+    tracer = provider.get_tracer("tests.worker")
+    links = [Link(enqueue_context, {ATTR_LINK_TYPE: LINK_TYPE_ENQUEUED_BY})]
+    if previous is not None:
+        links.append(Link(previous, {ATTR_LINK_TYPE: LINK_TYPE_RETRY_OF}))
+    root = tracer.start_span(name, context=otel_context.Context(), kind=SpanKind.CONSUMER, links=links)
+    child = tracer.start_span("job work", context=trace.set_span_in_context(root))
+    child.end()
+    if before_root is not None:
+        before_root()
+    root.end()
+    return root.get_span_context(), child.get_span_context()
+
+
+def enqueue_in_request(provider):
+    tracer = provider.get_tracer("tests.api")
+    with (
+        tracer.start_as_current_span("POST /refunds", kind=SpanKind.SERVER) as server,
+        tracer.start_as_current_span("send default", kind=SpanKind.PRODUCER) as enqueue,
+    ):
+        pass
+    return server.get_span_context(), enqueue.get_span_context()

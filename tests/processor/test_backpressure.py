@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 
 import grpc
+import pytest
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
@@ -18,15 +19,18 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from collector_processor.otlp import EXPORT_METHOD_PATH, GRPC_RETRY_INFO_KEY, GRPC_STATUS_DETAILS_KEY
 from collector_processor.telemetry import (
     EXPORT_FAILURES,
+    EXPORT_QUEUE_SPANS,
     REQUESTS_REFUSED,
     SPANS_EXPORT_DROPPED,
     SPANS_EXPORTED,
     SPANS_FORWARDED_UNCHANGED,
+    SPANS_HELD,
     SPANS_RECEIVED,
+    SPANS_STITCHED,
 )
 
 from .builders import new_trace_id, request, span
-from .conftest import grpc_sender, wait_for
+from .conftest import enqueue_in_request, grpc_sender, http_sender, run_attempt, wait_for
 
 
 def finished_spans(count: int, prefix: str):
@@ -40,24 +44,44 @@ def finished_spans(count: int, prefix: str):
     return memory.get_finished_spans()
 
 
-def test_downstream_outage_then_recovery_delivers_every_span(processor, grpc_downstream):
+def test_downstream_outage_then_recovery_delivers_every_span(grpc_downstream, http_downstream, start_processor):
+    """Both next hops (gRPC and HTTP) down, spans keep coming over both protocols, then the hops come back."""
     grpc_downstream.stop()
-    sender = grpc_sender(processor, "api")
-    tracer = sender.get_tracer("tests")
-    for index in range(20):
+    http_downstream.stop()
+    processor = start_processor(export_to=[grpc_downstream.url, http_downstream.url])
+    api, worker = grpc_sender(processor, "api"), http_sender(processor, "worker")
+    _server, enqueue = enqueue_in_request(api)
+    run_attempt(worker, enqueue)
+    tracer = api.get_tracer("tests")
+    for index in range(16):
         tracer.start_span(f"during outage {index}").end()
-    wait_for(lambda: processor.telemetry.value(EXPORT_FAILURES) >= 2, "export retries against the dead downstream")
-    assert grpc_downstream.recorder.spans() == []
+    for url in (grpc_downstream.url, http_downstream.url):
+        wait_for(lambda url=url: processor.telemetry.value(EXPORT_FAILURES, exporter=url) >= 2, f"retries to {url}")
+    assert grpc_downstream.recorder.spans() == [] and http_downstream.recorder.spans() == []
 
     grpc_downstream.start()
+    http_downstream.start()
 
-    wait_for(lambda: len(grpc_downstream.recorder.spans()) >= 20, "every span after recovery")
-    names = {s.name for s in grpc_downstream.recorder.spans()}
-    assert names == {f"during outage {index}" for index in range(20)}
-    wait_for(lambda: processor.telemetry.value(SPANS_EXPORTED) == 20, "the exported counter")
-    assert processor.telemetry.value(SPANS_RECEIVED) == 20
-    assert processor.telemetry.value(SPANS_FORWARDED_UNCHANGED) == 20
-    assert processor.telemetry.value(SPANS_EXPORT_DROPPED) == 0
+    expected = {"POST /refunds", "send default", "process default", "job work"} | {
+        f"during outage {index}" for index in range(16)
+    }
+    for downstream in (grpc_downstream, http_downstream):
+        wait_for(lambda d=downstream: len(d.recorder.spans()) >= 20, f"every span at {downstream.url}")
+        spans = downstream.recorder.spans()
+        assert sorted(s.name for s in spans) == sorted(expected), "each span exactly once"
+        assert {s.trace_id for s in spans if s.name in ("process default", "job work")} == {
+            enqueue.trace_id.to_bytes(16, "big")
+        }
+        url = downstream.url
+        wait_for(lambda url=url: processor.telemetry.value(SPANS_EXPORTED, exporter=url) == 20, "exported counter")
+    telemetry = processor.telemetry
+    assert telemetry.value(SPANS_RECEIVED) == 20
+    assert telemetry.value(SPANS_STITCHED) == 2 and telemetry.value(SPANS_FORWARDED_UNCHANGED) == 18
+    assert telemetry.value(SPANS_EXPORT_DROPPED) == 0 and telemetry.value(SPANS_HELD) == 0
+    for url in (grpc_downstream.url, http_downstream.url):
+        exported = telemetry.value(SPANS_EXPORTED, exporter=url)
+        queued = telemetry.value(EXPORT_QUEUE_SPANS, exporter=url)
+        assert exported + queued == telemetry.value(SPANS_STITCHED) + telemetry.value(SPANS_FORWARDED_UNCHANGED)
 
 
 def test_full_queue_is_refused_as_retryable_on_both_protocols(grpc_downstream, start_processor):
@@ -156,3 +180,25 @@ def test_a_refused_request_leaves_nothing_behind(grpc_downstream, start_processo
         channel.close()
     assert processor.telemetry.value(SPANS_RECEIVED) == 1
     assert processor.store.held_spans == 0 and processor.store.mapping_count == 1
+
+
+def test_the_queue_byte_bound_refuses_as_retryable_too(grpc_downstream, start_processor):
+    """Few but big spans fill the queue by size before they fill it by count."""
+    grpc_downstream.stop()
+    processor = start_processor(
+        export_to=[grpc_downstream.url], queue_max_bytes=4096, retry_after_seconds=0.25, shutdown_timeout_seconds=0.5
+    )
+    big = span("big", new_trace_id())
+    big.attributes.add(key="blob").value.string_value = "x" * 3000
+    channel = grpc.insecure_channel(f"127.0.0.1:{processor.grpc_port}")
+    export = channel.unary_unary(EXPORT_METHOD_PATH, request_serializer=ExportTraceServiceRequest.SerializeToString)
+    try:
+        export(request(big), timeout=10)
+        with pytest.raises(grpc.RpcError) as refused:
+            export(request(big), timeout=10)
+    finally:
+        channel.close()
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "export queue full" in refused.value.details()
+    assert processor.telemetry.value(SPANS_RECEIVED) == 1
+    assert processor.telemetry.value(REQUESTS_REFUSED, reason="overloaded") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import zlib
 
 import grpc
 import pytest
@@ -76,6 +77,7 @@ JSON = {"Content-Type": "application/json"}
             "traceId must be hex",
         ),
         (gzip.compress(b"{}")[:-4], {**JSON, "Content-Encoding": "gzip"}, 400, "gzip"),
+        (zlib.compress(valid_body())[:-6], {**PROTOBUF, "Content-Encoding": "deflate"}, 400, "deflate body is"),
         (b"plain", {"Content-Type": "text/plain"}, 415, "use application/x-protobuf or application/json"),
         (valid_body(), {**PROTOBUF, "Content-Encoding": "br"}, 415, "Content-Encoding 'br'"),
         (b"\0" * (LIMIT + 1), PROTOBUF, 413, "over the 65536 byte limit"),
@@ -90,6 +92,7 @@ JSON = {"Content-Type": "application/json"}
         "json-short-trace-id",
         "json-non-hex-id",
         "truncated-gzip",
+        "truncated-deflate",
         "unknown-content-type",
         "unknown-content-encoding",
         "huge-body",
@@ -127,6 +130,46 @@ def test_spans_with_bad_ids_are_a_partial_success(small_processor, grpc_downstre
     wait_for(lambda: len(grpc_downstream.recorder.spans()) == 1, "the good span downstream")
     assert grpc_downstream.recorder.spans()[0].name == "kept"
     assert small_processor.telemetry.value(SPANS_REJECTED) == 1
+
+
+def test_bad_ids_over_grpc_are_a_partial_success_too(small_processor, grpc_downstream):
+    bad = request(span("kept", new_trace_id()), span("long span id", new_trace_id()))
+    bad.resource_spans[0].scope_spans[0].spans[1].span_id = b"\x02" * 9
+    channel = grpc.insecure_channel(f"127.0.0.1:{small_processor.grpc_port}")
+    export = channel.unary_unary(
+        EXPORT_METHOD_PATH, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
+    )
+    try:
+        answer = export(bad.SerializeToString(), timeout=10)
+    finally:
+        channel.close()
+
+    assert answer.partial_success.rejected_spans == 1
+    assert "got 16, 9 and 0" in answer.partial_success.error_message
+    wait_for(lambda: len(grpc_downstream.recorder.spans()) == 1, "the good span downstream")
+    assert grpc_downstream.recorder.spans()[0].name == "kept"
+
+
+def test_a_parent_id_of_the_wrong_length_is_a_partial_success(small_processor, grpc_downstream):
+    body = request(span("kept", new_trace_id()), span("odd parent", new_trace_id(), b"\x01" * 4)).SerializeToString()
+
+    status, _headers, answer = post(small_processor, body, PROTOBUF)
+
+    assert status == 200
+    partial = ExportTraceServiceResponse.FromString(answer).partial_success
+    assert partial.rejected_spans == 1 and "got 16, 8 and 4" in partial.error_message
+    wait_for(lambda: len(grpc_downstream.recorder.spans()) == 1, "the good span downstream")
+
+
+def test_a_processor_bug_is_a_500_and_the_process_keeps_serving(small_processor, grpc_downstream, monkeypatch):
+    def broken(*_args):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(small_processor.stitcher, "process", broken)
+    status, _headers, body = post(small_processor, valid_body(), PROTOBUF)
+    assert status == 500 and "internal error" in status_pb2.Status.FromString(body).message
+    monkeypatch.undo()
+    assert_still_serving(small_processor, grpc_downstream)
 
 
 def test_bad_grpc_requests_get_invalid_argument_or_resource_exhausted(small_processor, grpc_downstream):

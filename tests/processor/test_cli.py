@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -40,6 +42,17 @@ def test_file_then_env_then_flags(tmp_path):
     assert config.export_to == ["grpc://127.0.0.1:4317"]
 
 
+def test_yaml_off_disables_a_listener(tmp_path):
+    """YAML 1.1 reads a bare `off` as false; it must still mean "disabled", not the address 'False'."""
+    config_file = tmp_path / "processor.yaml"
+    config_file.write_text("export_to: grpc://127.0.0.1:4317\ngrpc_listen: off\nhold_seconds: 1\n")
+
+    config = load_config(str(config_file), environ={})
+
+    assert config.grpc_listen is None and config.http_listen == "127.0.0.1:14318"
+    assert config.export_to == ["grpc://127.0.0.1:4317"] and config.hold_seconds == 1.0
+
+
 def test_env_export_to_is_a_comma_list():
     environ = {"JOBTRAIL_PROCESSOR_EXPORT_TO": "grpc://a:1, file:///tmp/x.jsonl"}
     assert load_config(environ=environ).export_to == ["grpc://a:1", "file:///tmp/x.jsonl"]
@@ -56,6 +69,10 @@ def test_env_export_to_is_a_comma_list():
         ({"export_to": ["grpc://a:1"], "grpc_listen": "nowhere"}, "grpc_listen must be HOST:PORT"),
         ({"export_to": ["grpc://a:1"], "stitch_rule": "magic"}, "stitch_rule must be one of"),
         ({"export_to": ["grpc://a:1"], "holdseconds": 1}, "unknown setting 'holdseconds'"),
+        ({"export_to": ["grpc://a:1"], "max_held_spans": 1.5}, "max_held_spans: cannot use 1.5"),
+        ({"export_to": ["grpc://a:1"], "queue_max_spans": True}, "queue_max_spans: cannot use True"),
+        ({"export_to": ["grpc://a:1"], "queue_max_bytes": 0}, "queue_max_bytes must be positive"),
+        ({"export_to": ["grpc://a:1"], "grpc_listen": "off", "http_listen": "off"}, "at least one of"),
     ],
 )
 def test_bad_settings_say_which_and_why(overrides, message):
@@ -74,13 +91,31 @@ def test_cli_refuses_bad_flags_with_exit_code_2():
     assert "scheme must be one of" in finished.stderr
 
 
+@pytest.mark.parametrize("flag", ["--listen-grpc", "--listen-http"])
+def test_cli_says_when_its_port_is_taken(flag):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        finished = subprocess.run(
+            [sys.executable, "-m", "collector_processor", flag, address, "--export-to", "grpc://127.0.0.1:1"]
+            + ["--listen-http" if flag == "--listen-grpc" else "--listen-grpc", "127.0.0.1:0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert finished.returncode == 2
+    assert f"jobtrail-processor: cannot listen on {address}" in finished.stderr
+
+
 def test_sigterm_forwards_held_spans_before_exit(grpc_downstream, tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("JOBTRAIL_PROCESSOR_")}
+    # The installed console script this time (the other tests run `python -m collector_processor`).
+    script = Path(sys.executable).with_name("jobtrail-processor")
+    assert script.exists(), f"{script} missing: install the package (pip install -e .)"
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "collector_processor",
+            str(script),
             "--listen-grpc",
             "127.0.0.1:0",
             "--listen-http",

@@ -6,54 +6,31 @@ import gzip
 import json
 import urllib.request
 
+import grpc
 import pytest
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace import SpanKind
 
 from collector_processor.receivers.otlp_json import decode_request
-from collector_processor.telemetry import SPANS_FORWARDED_UNCHANGED, SPANS_RECEIVED, SPANS_STITCHED
+from collector_processor.telemetry import (
+    REQUESTS_REFUSED,
+    SPANS_FORWARDED_UNCHANGED,
+    SPANS_RECEIVED,
+    SPANS_STITCHED,
+)
 from instrumentation.conventions import (
     ATTR_LINK_TYPE,
     ATTR_STITCHED_ORIGINAL_TRACE_ID,
     ATTR_STITCHED_PARENT_FROM_LINK,
     LINK_TYPE_ENQUEUED_BY,
-    LINK_TYPE_RETRY_OF,
 )
 
 from .builders import attributes_of
-from .conftest import grpc_sender, http_sender, wait_for
-
-
-def run_attempt(provider, enqueue_context, name="process default", previous=None, before_root=None):
-    """Emit one attempt the way the RQ instrumentation does: a new trace root linked to the enqueue span.
-
-    The child ends (and is exported) before its root; ``before_root`` runs in between.
-    """
-    tracer = provider.get_tracer("tests.worker")
-    links = [Link(enqueue_context, {ATTR_LINK_TYPE: LINK_TYPE_ENQUEUED_BY})]
-    if previous is not None:
-        links.append(Link(previous, {ATTR_LINK_TYPE: LINK_TYPE_RETRY_OF}))
-    root = tracer.start_span(name, context=otel_context.Context(), kind=SpanKind.CONSUMER, links=links)
-    child = tracer.start_span("job work", context=trace.set_span_in_context(root))
-    child.end()
-    if before_root is not None:
-        before_root()
-    root.end()
-    return root.get_span_context(), child.get_span_context()
-
-
-def enqueue_in_request(provider):
-    tracer = provider.get_tracer("tests.api")
-    with (
-        tracer.start_as_current_span("POST /refunds", kind=SpanKind.SERVER) as server,
-        tracer.start_as_current_span("send default", kind=SpanKind.PRODUCER) as enqueue,
-    ):
-        pass
-    return server.get_span_context(), enqueue.get_span_context()
+from .conftest import enqueue_in_request, grpc_sender, http_sender, run_attempt, wait_for
 
 
 @pytest.mark.parametrize(("api_sender", "worker_sender"), [(grpc_sender, http_sender), (http_sender, grpc_sender)])
@@ -86,6 +63,22 @@ def test_attempt_children_sent_before_root_end_up_in_the_request_trace(
     assert grpc_downstream.recorder.resource_of("job work")["service.name"] == "worker"
     assert processor.telemetry.value(SPANS_RECEIVED) == 4
     assert processor.telemetry.value(SPANS_STITCHED) == 2
+
+
+@pytest.mark.parametrize("http_compression", [HttpCompression.Gzip, HttpCompression.Deflate])
+def test_compressed_sdk_exports_are_stitched(processor, grpc_downstream, http_compression):
+    """The SDK exporters' compression options: gRPC gzip (handled by gRPC itself), HTTP gzip and deflate."""
+    api = grpc_sender(processor, "api", compression=grpc.Compression.Gzip)
+    worker = http_sender(processor, "worker", compression=http_compression)
+    _server, enqueue = enqueue_in_request(api)
+    root, child = run_attempt(worker, enqueue)
+
+    wait_for(lambda: len(grpc_downstream.recorder.spans()) == 4, "4 spans downstream")
+    spans = grpc_downstream.recorder.spans_by_name()
+    assert {s.trace_id for s in spans.values()} == {enqueue.trace_id.to_bytes(16, "big")}
+    assert spans["process default"].parent_span_id == enqueue.span_id.to_bytes(8, "big")
+    assert spans["job work"].parent_span_id == root.span_id.to_bytes(8, "big")
+    assert processor.telemetry.value(REQUESTS_REFUSED) == 0
 
 
 def test_retry_after_the_mapping_expired_is_still_stitched(grpc_downstream, start_processor):

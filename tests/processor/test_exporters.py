@@ -7,12 +7,14 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from collector_processor.exporters.base import split_request
 from collector_processor.exporters.grpc import retry_delay
 from collector_processor.exporters.http import parse_retry_after
 from collector_processor.receivers.grpc import retry_trailers
 from collector_processor.receivers.otlp_json import decode_request
-from collector_processor.telemetry import EXPORT_FAILURES, SPANS_EXPORT_DROPPED, SPANS_EXPORTED
+from collector_processor.telemetry import EXPORT_FAILURES, EXPORT_QUEUE_BYTES, SPANS_EXPORT_DROPPED, SPANS_EXPORTED
 
 from .builders import new_trace_id, request, span
 from .conftest import grpc_sender, wait_for
@@ -108,3 +110,42 @@ def test_file_exporter_writes_otlp_json_lines_and_rotates(start_processor, tmp_p
         for s in ss.spans
     ]
     assert newest[-1] == "plain 7"
+
+
+def test_a_request_over_the_batch_size_goes_out_in_pieces(grpc_downstream, start_processor):
+    """One big request (it would pass a 4 MiB hop only in pieces) is split at span granularity, nothing lost."""
+    processor = start_processor(export_to=[grpc_downstream.url], export_batch_max_bytes=4096)
+    spans = [span(f"big {index}", new_trace_id()) for index in range(12)]
+    for index, big in enumerate(spans):
+        big.attributes.add(key="blob").value.string_value = str(index) * 1000
+    processor.consume(request(*spans[:6], service="a"), None)
+    processor.consume(request(*spans[6:], service="b"), None)
+
+    wait_for(lambda: len(grpc_downstream.recorder.spans()) == 12, "all 12 spans")
+    received = grpc_downstream.recorder.spans_by_name()
+    assert {name: s.SerializeToString() for name, s in received.items()} == {
+        s.name: s.SerializeToString() for s in spans
+    }
+    assert all(r.ByteSize() <= 4096 for r in grpc_downstream.recorder.requests)
+    assert grpc_downstream.recorder.resource_of("big 0")["service.name"] == "a"
+    assert grpc_downstream.recorder.resource_of("big 11")["service.name"] == "b"
+    wait_for(lambda: processor.telemetry.value(SPANS_EXPORTED) == 12, "the exported counter")
+    assert processor.telemetry.value(EXPORT_QUEUE_BYTES) == 0
+
+
+def test_split_request_keeps_every_span_with_its_resource_and_scope():
+    spans = [span(f"s{index}", new_trace_id()) for index in range(7)]
+    whole = request(*spans[:3], service="a", scope="one")
+    whole.MergeFrom(request(*spans[3:], service="b", scope="two"))
+
+    pieces = split_request(whole.SerializeToString(), 300)
+
+    assert len(pieces) > 1 and sum(count for _payload, count in pieces) == 7
+    rebuilt = [
+        (rs.resource.attributes[0].value.string_value, ss.scope.name, s.name)
+        for payload, _count in pieces
+        for rs in ExportTraceServiceRequest.FromString(payload).resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+    ]
+    assert rebuilt == [("a", "one", f"s{i}") for i in range(3)] + [("b", "two", f"s{i}") for i in range(3, 7)]

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from collector_processor.config import STITCH_RULE_JOBTRAIL, STITCH_RULE_MESSAGING
-from collector_processor.hold import HoldStore
+from collector_processor.hold import HELD_SPAN_OVERHEAD_BYTES, HoldStore
 from collector_processor.stitch import (
     REASON_HOLD_FULL,
     REASON_NO_JOB_LINK,
@@ -25,8 +25,14 @@ from instrumentation.conventions import (
 from .builders import attempt_root, attributes_of, link, new_trace_id, request, span, spans_of
 
 
-def stitcher(rule: str = STITCH_RULE_JOBTRAIL, hold: float = 2.0, ttl: float = 600.0, max_held: int = 1000) -> Stitcher:
-    return Stitcher(HoldStore(hold, ttl, max_held, 10_000), rule)
+def stitcher(
+    rule: str = STITCH_RULE_JOBTRAIL,
+    hold: float = 2.0,
+    ttl: float = 600.0,
+    max_held: int = 1000,
+    max_held_bytes: int = 1 << 30,
+) -> Stitcher:
+    return Stitcher(HoldStore(hold, ttl, max_held, 10_000, max_held_bytes=max_held_bytes), rule)
 
 
 def by_name(spans: list[Span]) -> dict[str, Span]:
@@ -94,6 +100,56 @@ def test_late_children_follow_the_remembered_mapping_at_once() -> None:
     (moved,) = spans_of(late.request)
     assert moved.trace_id == enqueue.trace_id and late.stitched == 1
     assert subject.store.held_spans == 0
+
+
+def nested_jobs() -> tuple[Span, Span, Span, Span, Span]:
+    """A request enqueues job A; A's attempt enqueues job B (a job that enqueues a job)."""
+    request_root = span("POST /reports", new_trace_id(), kind=Span.SPAN_KIND_SERVER)
+    enqueue_a = span("send default", request_root.trace_id, request_root.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    attempt_a = attempt_root(enqueue_a)
+    enqueue_b = span("send default", attempt_a.trace_id, attempt_a.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    attempt_b = attempt_root(enqueue_b)
+    return request_root, enqueue_a, attempt_a, enqueue_b, attempt_b
+
+
+def test_a_job_enqueued_by_a_job_ends_up_in_the_request_trace() -> None:
+    request_root, enqueue_a, attempt_a, enqueue_b, attempt_b = nested_jobs()
+    child_b = span("job b work", attempt_b.trace_id, attempt_b.span_id)
+    subject = stitcher()
+    subject.process(request(enqueue_a, request_root), now=0.0)
+    first = subject.process(request(enqueue_b, attempt_a), now=1.0)
+
+    second = subject.process(request(child_b, attempt_b), now=2.0)
+
+    out = {s.span_id: s for s in spans_of(first.request) + spans_of(second.request)}
+    assert len(out) == 4 and {s.trace_id for s in out.values()} == {request_root.trace_id}
+    assert out[attempt_a.span_id].parent_span_id == enqueue_a.span_id
+    assert out[enqueue_b.span_id].parent_span_id == attempt_a.span_id
+    assert out[attempt_b.span_id].parent_span_id == enqueue_b.span_id, "B hangs under its enqueue span"
+    assert out[child_b.span_id].parent_span_id == attempt_b.span_id
+    assert attributes_of(out[attempt_b.span_id])[ATTR_STITCHED_ORIGINAL_TRACE_ID] == attempt_b.trace_id.hex()
+    assert [lk.trace_id for lk in out[attempt_b.span_id].links] == [attempt_a.trace_id], "links are kept as sent"
+
+
+def test_nested_jobs_in_one_request_in_any_order_resolve_to_the_request_trace() -> None:
+    request_root, enqueue_a, attempt_a, enqueue_b, attempt_b = nested_jobs()
+    subject = stitcher()
+    subject.process(request(enqueue_a, request_root), now=0.0)
+
+    result = subject.process(request(attempt_b, enqueue_b, attempt_a), now=1.0)
+
+    assert {s.trace_id for s in spans_of(result.request)} == {request_root.trace_id}
+
+
+def test_a_link_cycle_from_hostile_input_ends() -> None:
+    one, two = new_trace_id(), new_trace_id()
+    a = span("a", one, links=[link(two, b"\x01" * 8)])
+    b = span("b", two, links=[link(one, b"\x02" * 8)])
+
+    result = stitcher().process(request(a, b), now=0.0)
+
+    assert result.spans_out == 2 and result.stitched == 2
+    assert {s.name: s.trace_id for s in spans_of(result.request)} == {"a": two, "b": one}
 
 
 def test_trace_without_job_links_passes_through_untouched() -> None:
@@ -171,6 +227,33 @@ def test_full_hold_store_forwards_the_oldest_trace_unchanged() -> None:
     assert subject.store.held_spans == 2
 
 
+def test_held_bytes_bound_forwards_the_oldest_trace_unchanged() -> None:
+    oldest, newer = new_trace_id(), new_trace_id()
+    first = [span("a1", oldest, b"\x01" * 8), span("a2", oldest, b"\x01" * 8)]
+    second = [span("b1", newer, b"\x02" * 8), span("b2", newer, b"\x02" * 8)]
+    two_spans = sum(len(s.SerializeToString()) + HELD_SPAN_OVERHEAD_BYTES for s in first)
+    subject = stitcher(max_held=1000, max_held_bytes=two_spans + 10)
+    subject.process(request(*first), now=0.0)
+    assert subject.store.held_bytes == two_spans
+
+    result = subject.process(request(*second), now=0.1)
+
+    assert sorted(s.name for s in spans_of(result.request)) == ["a1", "a2"]
+    assert result.unchanged == {REASON_HOLD_FULL: 2}
+    assert subject.store.held_spans == 2 and subject.store.held_traces == 1
+
+
+def test_a_trace_bigger_than_the_whole_store_goes_out_unchanged_at_once() -> None:
+    trace_id = new_trace_id()
+    family = [span(f"c{i}", trace_id, b"\x03" * 8) for i in range(4)]
+    subject = stitcher(max_held=3)
+
+    result = subject.process(request(*family), now=0.0)
+
+    assert len(spans_of(result.request)) == 4 and result.unchanged == {REASON_HOLD_FULL: 4}
+    assert subject.store.held_spans == 0 and subject.store.held_bytes == 0
+
+
 def test_spans_with_invalid_ids_are_rejected_and_the_rest_kept() -> None:
     good = span("good", new_trace_id())
     bad = span("bad", b"\x01" * 15)
@@ -197,6 +280,26 @@ def test_generic_messaging_rule_picks_consumer_process_spans_with_one_link() -> 
     assert spans_of(untouched.request)[0].trace_id == consumer.trace_id
     assert spans_of(stitched.request)[0].trace_id == producer.trace_id
     assert spans_of(stitched.request)[0].parent_span_id == producer.span_id
+
+
+def test_generic_rule_also_reads_the_pre_1_26_operation_attribute() -> None:
+    """Ruby's Sidekiq instrumentation (propagation_style: :link) still sends ``messaging.operation``."""
+    producer = span("default publish", new_trace_id(), kind=Span.SPAN_KIND_PRODUCER)
+    sidekiq = span(
+        "default process",
+        new_trace_id(),
+        kind=Span.SPAN_KIND_CONSUMER,
+        links=[Span.Link(trace_id=producer.trace_id, span_id=producer.span_id)],
+        attributes={"messaging.system": "sidekiq", "messaging.operation": OPERATION_PROCESS},
+    )
+    publish = span("publish", new_trace_id(), kind=Span.SPAN_KIND_CONSUMER, attributes={"messaging.operation": "x"})
+    publish.links.add(trace_id=producer.trace_id, span_id=producer.span_id)
+
+    result = stitcher(STITCH_RULE_MESSAGING).process(request(sidekiq, publish), now=0.0)
+
+    out = by_name(spans_of(result.request))
+    assert out["default process"].trace_id == producer.trace_id
+    assert out["publish"].trace_id == publish.trace_id
 
 
 def test_generic_rule_needs_exactly_one_link_and_keeps_an_existing_parent() -> None:
@@ -286,3 +389,4 @@ def test_every_span_comes_out_exactly_once_in_the_right_trace(plan, batch_size, 
     assert sorted(s.span_id for s in out) == sorted(expected_trace)
     assert {s.span_id: s.trace_id for s in out} == expected_trace
     assert totals["stitched"] + totals["unchanged"] == len(spans)
+    assert subject.store.held_spans == subject.store.held_bytes == subject.store.held_traces == 0
