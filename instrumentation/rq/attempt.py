@@ -273,19 +273,21 @@ class WorkerHooks:
         self, wrapped: Callable[..., Any], worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         job = call_argument(args, kwargs, 0, "job")
-        attempt = _ACTIVE.get()
-        from_parent = attempt is None or attempt.job_id != job.id
+        active = _ACTIVE.get()
+        from_parent = active is None or active.job_id != job.id
+        retroactive: Attempt | None = None  # the horse died: this process records the attempt and ends it
         try:
             if from_parent:
-                attempt = Attempt(self._tracer, job, worker, self._propagation, _ns(job.started_at))
+                retroactive = Attempt(self._tracer, job, worker, self._propagation, _ns(job.started_at))
+            attempt = retroactive if from_parent else active
             self._decide_failure(attempt, job, worker, kwargs.get("exc_string") or "", from_parent)
         except Exception:
             _log.warning("job %s: could not record its failed attempt", job.id, exc_info=True)
         try:
             return wrapped(*args, **kwargs)
         finally:
-            if from_parent and attempt is not None:
-                attempt.finish(job)
+            if retroactive is not None:
+                retroactive.finish(job)
 
     def _decide_failure(self, attempt: Attempt, job: Job, worker: Any, exc_string: str, from_parent: bool) -> None:
         stopped = getattr(worker, "_stopped_job_id", None) == job.id

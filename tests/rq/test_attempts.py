@@ -28,6 +28,7 @@ from instrumentation.conventions import (
     ATTR_WORKER_NAME,
     EVENT_JOB_FAILED,
     EVENT_RETRY_SCHEDULED,
+    JOB_META_ATTEMPTS_KEY,
     JOB_META_CARRIER_KEY,
     LINK_TYPE_ENQUEUED_BY,
     LINK_TYPE_RETRY_OF,
@@ -207,22 +208,27 @@ def test_job_from_an_uninstrumented_producer_runs_with_an_unlinked_attempt(queue
 
 
 @pytest.mark.parametrize(
-    "garbage",
+    ("key", "garbage"),
     [
-        "00-not-a-dict",
-        {"traceparent": "00-zzzz-yyyy-01"},
-        {"traceparent": 42},
-        {"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01"},
+        (JOB_META_CARRIER_KEY, "00-not-a-dict"),
+        (JOB_META_CARRIER_KEY, {"traceparent": "00-zzzz-yyyy-01"}),
+        (JOB_META_CARRIER_KEY, {"traceparent": 42}),
+        (JOB_META_CARRIER_KEY, {"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01"}),
+        (JOB_META_ATTEMPTS_KEY, "junk"),
+        (JOB_META_ATTEMPTS_KEY, {"attempts": -3}),
+        (JOB_META_ATTEMPTS_KEY, {"attempts": 1, "last_span": {"trace_id": "zz"}}),
     ],
 )
-def test_garbage_in_the_meta_carrier_is_ignored_with_one_warning(garbage, queue, span_exporter, caplog):
+def test_garbage_in_job_meta_is_ignored_with_one_warning(key, garbage, queue, span_exporter, caplog):
     job = queue.enqueue(jobs.add, 20, 22)
-    job.meta[JOB_META_CARRIER_KEY] = garbage
+    job.meta.pop(JOB_META_CARRIER_KEY, None)  # only the garbage under test decides the links
+    job.meta[key] = garbage
     job.save_meta()
     with caplog.at_level(logging.WARNING, logger="instrumentation.rq.carrier"):
         assert work_until_done(queue, job) == JobStatus.FINISHED
     assert job.return_value() == 42
     (attempt,) = attempt_spans(span_exporter, job)
+    assert attempt.attributes[ATTR_JOB_ATTEMPT] == 1
     assert not attempt.links
     warnings = [r.getMessage() for r in caplog.records if r.name == "instrumentation.rq.carrier"]
     assert len(warnings) == 1 and job.id in warnings[0]

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
-import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from rq import Retry
 from rq.job import JobStatus
 
-from instrumentation.conventions import ATTR_JOB_ATTEMPT, JOB_META_ATTEMPTS_KEY
 from instrumentation.rq import RQInstrumentor
 from tests.rq import jobs
-from tests.rq.conftest import attempt_spans, closed_port, counter_key, work_until_done
+from tests.rq.conftest import closed_port, counter_key, work_until_done
 
 
 class RaisingExporter(SpanExporter):
@@ -58,16 +55,3 @@ def test_raising_exporter_changes_nothing(queue):
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     assert run_jobs_with(provider, queue) == EXPECTED
     assert exporter.calls > 0
-
-
-@pytest.mark.usefixtures("instrumented")
-@pytest.mark.parametrize("garbage", ["junk", {"attempts": -3}, {"attempts": 1, "last_span": {"trace_id": "zz"}}])
-def test_malformed_attempt_bookkeeping_starts_over_with_a_warning(garbage, queue, span_exporter, caplog):
-    job = queue.enqueue(jobs.add, 1, 1)
-    job.meta[JOB_META_ATTEMPTS_KEY] = garbage
-    job.save_meta()
-    with caplog.at_level(logging.WARNING, logger="instrumentation.rq.carrier"):
-        assert work_until_done(queue, job) == JobStatus.FINISHED
-    (attempt,) = attempt_spans(span_exporter, job)
-    assert attempt.attributes[ATTR_JOB_ATTEMPT] == 1
-    assert [r.getMessage() for r in caplog.records if job.id in r.getMessage()]
