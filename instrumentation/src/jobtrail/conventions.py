@@ -102,6 +102,10 @@ def process_span_name(queue: str) -> str:
     return f"{OPERATION_PROCESS} {queue}"
 
 
+# --- sampling ---------------------------------------------------------------
+SAMPLER_NAME = "jobtrail_parentbased_traceidratio"
+"""``OTEL_TRACES_SAMPLER`` value (entry point in group ``opentelemetry_traces_sampler``) of jobtrail's sampler."""
+
 # --- propagation modes -------------------------------------------------------
 PROPAGATION_LINK = "link"
 PROPAGATION_CHILD = "child"
