@@ -51,9 +51,7 @@ def test_the_sdks_loader_with_no_argument_samples_everything_with_one_warning(mo
 
 
 def instrumented_python(sampler: str, arg: str | None) -> subprocess.CompletedProcess[str]:
-    env = {
-        key: value for key, value in os.environ.items() if not key.startswith("OTEL_") and key != "PYTHONWARNINGS"
-    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_") and key != "PYTHONWARNINGS"}
     env.update({OTEL_TRACES_SAMPLER: sampler, "OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "none"})
     env["OTEL_LOGS_EXPORTER"] = "none"
     if arg is not None:

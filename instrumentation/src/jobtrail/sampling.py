@@ -101,7 +101,7 @@ class JobtrailParentBasedTraceIdRatio(ParentBased):
 
 
 def jobtrail_parentbased_traceidratio(arg: Any = None) -> JobtrailParentBasedTraceIdRatio:
-    """The ``opentelemetry_traces_sampler`` factory: the SDK passes ``OTEL_TRACES_SAMPLER_ARG`` as is (None if unset)."""
+    """The ``opentelemetry_traces_sampler`` factory; the SDK passes ``OTEL_TRACES_SAMPLER_ARG`` raw (None if unset)."""
     return JobtrailParentBasedTraceIdRatio(parse_ratio(arg))
 
 
