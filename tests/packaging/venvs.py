@@ -52,7 +52,8 @@ def wheel() -> Path:
     with tempfile.TemporaryDirectory(prefix="jobtrail-wheel-") as tmp:
         _run([sys.executable, *PIP, "wheel", "-q", "--no-deps", "-w", tmp, str(REPO)])
         (made,) = Path(tmp).glob("jobtrail-*.whl")
-        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(folder.parent, ignore_errors=True)  # wheels of older sources
+        folder.mkdir(parents=True)
         shutil.move(str(made), folder / made.name)
     return folder / made.name
 
@@ -89,7 +90,8 @@ def prepared(name: str, pins: tuple[str, ...], extras: str, afterwards: tuple[st
     target = Venv(CACHE / f"{name}-{key}")
     current = wheel()
     if not (target.path / DONE).exists():
-        shutil.rmtree(target.path, ignore_errors=True)
+        for stale in CACHE.glob(f"{name}-*"):  # older keys, and a half-built one from an interrupted run
+            shutil.rmtree(stale, ignore_errors=True)
         venv.create(target.path, with_pip=True)
         if pins:
             _ok(target.pip("install", "-q", *pins))
