@@ -65,17 +65,24 @@ class Venv:
     def bin(self, name: str) -> Path:
         return self.path / "bin" / name
 
-    def run(self, *command: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *command: str | Path, env: dict[str, str] | None = None, timeout_s: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         """A command with this virtualenv's bin first on PATH and nothing of the repository on sys.path."""
         environ = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
         environ["PATH"] = f"{self.path / 'bin'}{os.pathsep}{environ.get('PATH', '')}"
         environ.update(env or {})
         return subprocess.run(
-            [str(part) for part in command], env=environ, cwd=self.path, capture_output=True, text=True, timeout=300
+            [str(part) for part in command],
+            env=environ,
+            cwd=self.path,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
         )
 
     def pip(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
-        return self.run(self.bin("python"), *PIP, *args)
+        return self.run(self.bin("python"), *PIP, *args, timeout_s=900)  # a cold install downloads a lot
 
     def versions(self, snapshot: str | None = None) -> dict[str, str]:
         """Installed distributions (normalized name -> version), now or as recorded at creation."""
