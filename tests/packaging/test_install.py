@@ -8,6 +8,7 @@ cached (tests/packaging/venvs.py), so only a cold run pays for the installs.
 
 from __future__ import annotations
 
+import configparser
 import json
 import re
 import signal
@@ -31,6 +32,7 @@ from jobtrail.conventions import (
     OPERATION_PROCESS,
     OPERATION_SEND,
     OUTCOME_SUCCEEDED,
+    SAMPLER_NAME,
     process_span_name,
     send_span_name,
 )
@@ -77,6 +79,18 @@ def test_the_wheel_holds_only_the_jobtrail_namespace():
     (dist_info,) = [name for name in top_level if name.endswith(".dist-info")]
     assert top_level == {"jobtrail", dist_info}
     assert dist_info.startswith("jobtrail-")
+
+
+def test_the_wheel_registers_the_instrumentor_the_sampler_and_the_commands():
+    with zipfile.ZipFile(wheel()) as archive:
+        (entry_points,) = [name for name in archive.namelist() if name.endswith(".dist-info/entry_points.txt")]
+        parser = configparser.ConfigParser()
+        parser.read_string(archive.read(entry_points).decode())
+    assert dict(parser["opentelemetry_instrumentor"]) == {"rq": "jobtrail.rq:RQInstrumentor"}
+    assert dict(parser["opentelemetry_traces_sampler"]) == {
+        SAMPLER_NAME: "jobtrail.sampling:jobtrail_parentbased_traceidratio"
+    }
+    assert set(parser["console_scripts"]) == {"jobtrail", "jobtrail-processor", "jobtrail-demo"}
 
 
 @pytest.mark.parametrize(
