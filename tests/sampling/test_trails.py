@@ -1,20 +1,26 @@
 """Sampled traffic end to end: an API and a forking ``rq worker``, both under ``opentelemetry-instrument`` with
-the sampler from the environment, a real ratio, real Redis, OTLP/gRPC to a real receiver.
+the sampler from the environment, a real ratio, real Redis, OTLP/gRPC to a real ``jobtrail-processor`` (its
+defaults) that stitches attempts into their request's trace and exports to a real receiver.
 
-With jobtrail's sampler every kept request keeps its job (every attempt, with the job's own span) and no
-attempt is kept without its request. The SDK's ``parentbased_traceidratio`` is measured beside it: each
-attempt is a new root sampled on its own, so trails break (the numbers quoted in docs/rq.md).
+With jobtrail's sampler every kept request keeps its job (every attempt, with the job's own span) in its
+trace and no attempt is kept without its request. The SDK's ``parentbased_traceidratio`` is measured beside
+it: each attempt is a new root sampled on its own, so trails break (the numbers quoted in docs/rq.md).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +28,12 @@ import pytest
 import redis
 from jobtrail.conventions import (
     ATTR_JOB_ATTEMPT,
-    ATTR_LINK_TYPE,
     ATTR_MESSAGING_MESSAGE_ID,
-    LINK_TYPE_ENQUEUED_BY,
     SAMPLER_NAME,
     process_span_name,
     send_span_name,
 )
+from jobtrail.processor.stitch import REASON_WINDOW_EXPIRED
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from rq.job import Job, JobStatus
 
@@ -52,6 +57,48 @@ def grpc_receiver() -> Iterator[GrpcTraceReceiver]:
 
 
 @dataclass(frozen=True)
+class Processor:
+    """A running ``python -m jobtrail.processor`` with its defaults, listening on ephemeral ports."""
+
+    process: subprocess.Popen[str]
+    grpc_endpoint: str
+    http_port: int
+
+    def counter(self, name: str, **labels: str) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        label_text = ",".join(f'{key}="{value}"' for key, value in labels.items())
+        series = f"jobtrail_processor_{name}{{{label_text}}}" if labels else f"jobtrail_processor_{name}"
+        (value,) = [line.split()[-1] for line in text.splitlines() if line.startswith(series + " ")]
+        return float(value)
+
+
+@contextmanager
+def processor_to(receiver: GrpcTraceReceiver, log: Path) -> Iterator[Processor]:
+    """Started before the traffic; on leaving, SIGTERM: it forwards what it holds and drains, then exits 0."""
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jobtrail.processor", "--listen-grpc", "127.0.0.1:0", "--listen-http", "127.0.0.1:0"]
+            + ["--export-to", f"grpc://127.0.0.1:{receiver.port}"],
+            cwd=REPO,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not (ready := re.search(r"ready grpc=(\d+) http=(\d+)", log.read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield Processor(process, f"http://127.0.0.1:{ready.group(1)}", int(ready.group(2)))
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 0, log.read_text()[-4000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@dataclass(frozen=True)
 class Request:
     trace_id: str
     sampled: bool
@@ -61,7 +108,7 @@ class Request:
 
 @dataclass(frozen=True)
 class Trails:
-    """What the receiver holds, counted the way support meets it."""
+    """What the receiver holds after stitching, counted the way support meets it: trace by trace."""
 
     sampled_requests: int
     exported_requests: int
@@ -80,15 +127,10 @@ def count_trails(requests: list[Request], spans: list[Span], queue: str) -> Trai
     attempts: dict[str, list[Span]] = {}
     for span in by_name.get(process_span_name(queue), []):
         attempts.setdefault(str(attributes_of(span)[ATTR_MESSAGING_MESSAGE_ID]), []).append(span)
-    steps = Counter(span.parent_span_id for span in by_name.get(STEP_SPAN, []))
-
-    def creator_trace(attempt: Span) -> str | None:
-        for link in attempt.links:
-            if attributes_of(link).get(ATTR_LINK_TYPE) == LINK_TYPE_ENQUEUED_BY:
-                return link.trace_id.hex()
-        return None
+    steps = Counter((span.trace_id, span.parent_span_id) for span in by_name.get(STEP_SPAN, []))
 
     def complete(request: Request) -> bool:
+        """The request's trace holds its send span, every attempt under it, and each attempt's own span."""
         root, send = request_spans.get(request.trace_id), sends.get(request.trace_id)
         kept = sorted(attempts.get(request.job_id, []), key=lambda span: attributes_of(span)[ATTR_JOB_ATTEMPT])
         return (
@@ -96,8 +138,8 @@ def count_trails(requests: list[Request], spans: list[Span], queue: str) -> Trai
             and send is not None
             and send.parent_span_id == root.span_id
             and [attributes_of(span)[ATTR_JOB_ATTEMPT] for span in kept] == list(range(1, request.attempts + 1))
-            and all(span.links[0].span_id == send.span_id for span in kept)
-            and all(steps[span.span_id] == 1 for span in kept)
+            and all(span.trace_id == root.trace_id and span.parent_span_id == send.span_id for span in kept)
+            and all(steps[(root.trace_id, span.span_id)] == 1 for span in kept)
         )
 
     sampled = [request for request in requests if request.sampled]
@@ -107,12 +149,12 @@ def count_trails(requests: list[Request], spans: list[Span], queue: str) -> Trai
         exported_requests=len(request_spans),
         complete=sum(complete(request) for request in sampled),
         requests_missing_their_job=sum(len(attempts.get(request.job_id, [])) < request.attempts for request in sampled),
-        orphan_attempts=sum(creator_trace(span) not in request_spans for span in every_attempt),
+        orphan_attempts=sum(span.trace_id.hex() not in request_spans for span in every_attempt),
         exported_attempts=len(every_attempt),
     )
 
 
-def run_traffic(sampler: str, requests: int, redis_url: str, receiver: GrpcTraceReceiver) -> tuple[list[Request], str]:
+def run_traffic(sampler: str, requests: int, redis_url: str, endpoint: str) -> tuple[list[Request], str]:
     """The API sends ``requests`` requests, then a forking burst worker runs every job; both exit (and flush)."""
     queue = f"sampled-{uuid.uuid4().hex[:8]}"
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
@@ -125,7 +167,7 @@ def run_traffic(sampler: str, requests: int, redis_url: str, receiver: GrpcTrace
             "OTEL_METRICS_EXPORTER": "none",
             "OTEL_LOGS_EXPORTER": "none",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
         }
@@ -159,10 +201,15 @@ def assert_every_job_succeeded(redis_url: str, requests: list[Request]) -> None:
         connection.close()
 
 
-def test_jobtrail_sampler_keeps_every_sampled_trail_whole_and_nothing_else(redis_url, grpc_receiver):
-    requests, queue = run_traffic(SAMPLER_NAME, REQUESTS, redis_url, grpc_receiver)
-    assert len(requests) == REQUESTS
-    assert_every_job_succeeded(redis_url, requests)
+def test_jobtrail_sampler_keeps_every_sampled_trail_whole_and_nothing_else(redis_url, grpc_receiver, tmp_path):
+    with processor_to(grpc_receiver, tmp_path / "processor.log") as processor:
+        requests, queue = run_traffic(SAMPLER_NAME, REQUESTS, redis_url, processor.grpc_endpoint)
+        assert len(requests) == REQUESTS
+        assert_every_job_succeeded(redis_url, requests)
+        kept_attempts = sum(request.attempts for request in requests if request.sampled)
+        wait_for_counter(processor, "spans_stitched_total", 2 * kept_attempts)  # each attempt and its own span
+        assert processor.counter("spans_forwarded_unchanged_total", reason=REASON_WINDOW_EXPIRED) == 0
+        assert processor.counter("spans_rejected_total") == 0
     trails = count_trails(requests, grpc_receiver.spans(), queue)
     print(f"\n{SAMPLER_NAME} {RATIO}: {trails}")
     assert 0.35 * REQUESTS < trails.sampled_requests < 0.65 * REQUESTS  # the ratio is really applied
@@ -170,12 +217,13 @@ def test_jobtrail_sampler_keeps_every_sampled_trail_whole_and_nothing_else(redis
     assert trails.complete == trails.sampled_requests
     assert trails.requests_missing_their_job == 0
     assert trails.orphan_attempts == 0
-    assert trails.exported_attempts == sum(request.attempts for request in requests if request.sampled)
+    assert trails.exported_attempts == kept_attempts
 
 
-def test_plain_parentbased_traceidratio_samples_each_attempt_on_its_own(redis_url, grpc_receiver):
+def test_plain_parentbased_traceidratio_samples_each_attempt_on_its_own(redis_url, grpc_receiver, tmp_path):
     """The loss the SDK's sampler causes with ``link`` propagation, measured (docs/rq.md quotes a run)."""
-    requests, queue = run_traffic("parentbased_traceidratio", BASELINE_REQUESTS, redis_url, grpc_receiver)
+    with processor_to(grpc_receiver, tmp_path / "processor.log") as processor:
+        requests, queue = run_traffic("parentbased_traceidratio", BASELINE_REQUESTS, redis_url, processor.grpc_endpoint)
     assert len(requests) == BASELINE_REQUESTS
     assert_every_job_succeeded(redis_url, requests)
     trails = count_trails(requests, grpc_receiver.spans(), queue)
@@ -184,3 +232,11 @@ def test_plain_parentbased_traceidratio_samples_each_attempt_on_its_own(redis_ur
     assert trails.complete < trails.sampled_requests
     assert trails.requests_missing_their_job > 0
     assert trails.orphan_attempts > 0
+
+
+def wait_for_counter(processor: Processor, name: str, expected: float) -> None:
+    """The worker has exited (its spans are sent); the processor may still be working through the last batch."""
+    deadline = time.monotonic() + 60
+    while (value := processor.counter(name)) != expected:
+        assert value < expected and time.monotonic() < deadline, f"{name} is {value}, expected {expected}"
+        time.sleep(0.1)
