@@ -11,8 +11,6 @@ from __future__ import annotations
 import configparser
 import json
 import re
-import signal
-import subprocess
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -43,6 +41,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind
 
+from tests.fixtures.processor_process import running_processor
 from tests.packaging.venvs import Venv, prepared, wheel
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -182,29 +181,15 @@ def one_linked_trail() -> tuple[bytes, str, str, str]:
 
 def test_the_processor_stitches_and_the_trail_command_reads_its_output(every_role, tmp_path):
     output = tmp_path / "traces.jsonl"
-    processor = subprocess.Popen(
-        [every_role.bin("jobtrail-processor"), "--listen-grpc", "off", "--listen-http", "127.0.0.1:0"]
-        + ["--export-to", output.as_uri()],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        ready = ""
-        while "ready" not in ready:
-            ready = processor.stderr.readline()
-            assert ready, "jobtrail-processor exited before it was ready"
-        port = int(re.search(r"http=(\d+)", ready).group(1))
+    command = [every_role.bin("jobtrail-processor"), "--listen-grpc", "off", "--listen-http", "127.0.0.1:0"]
+    with running_processor([*command, "--export-to", output.as_uri()], tmp_path / "processor.log") as processor:
         payload, request_id, job_id, trace_id = one_linked_trail()
         post = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/traces", data=payload, headers={"Content-Type": "application/x-protobuf"}
+            f"http://127.0.0.1:{processor.http_port}/v1/traces",
+            data=payload,
+            headers={"Content-Type": "application/x-protobuf"},
         )
         urllib.request.urlopen(post, timeout=10).close()
-        processor.send_signal(signal.SIGTERM)
-        assert processor.wait(timeout=60) == 0
-    finally:
-        if processor.poll() is None:
-            processor.kill()
-            processor.wait()
 
     found = every_role.run("jobtrail", "trail", request_id, "--file", output, "--json")
     assert found.returncode == 0, found.stderr

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +35,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from rq.job import Job, JobStatus
 
 from tests.fixtures.otlp_receiver import GrpcTraceReceiver, attributes_of
+from tests.fixtures.processor_process import ProcessorProcess, running_processor
 from tests.sampling.jobs import STEP_SPAN
 from tests.sampling.producer import REQUEST_SPAN
 
@@ -56,46 +54,11 @@ def grpc_receiver() -> Iterator[GrpcTraceReceiver]:
     receiver.stop()
 
 
-@dataclass(frozen=True)
-class Processor:
-    """A running ``python -m jobtrail.processor`` with its defaults, listening on ephemeral ports."""
-
-    process: subprocess.Popen[str]
-    grpc_endpoint: str
-    http_port: int
-
-    def counter(self, name: str, **labels: str) -> float:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=10) as response:
-            text = response.read().decode()
-        label_text = ",".join(f'{key}="{value}"' for key, value in labels.items())
-        series = f"jobtrail_processor_{name}{{{label_text}}}" if labels else f"jobtrail_processor_{name}"
-        (value,) = [line.split()[-1] for line in text.splitlines() if line.startswith(series + " ")]
-        return float(value)
-
-
-@contextmanager
-def processor_to(receiver: GrpcTraceReceiver, log: Path) -> Iterator[Processor]:
-    """Started before the traffic; on leaving, SIGTERM: it forwards what it holds and drains, then exits 0."""
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "jobtrail.processor", "--listen-grpc", "127.0.0.1:0", "--listen-http", "127.0.0.1:0"]
-            + ["--export-to", f"grpc://127.0.0.1:{receiver.port}"],
-            cwd=REPO,
-            stderr=stderr,
-            text=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while not (ready := re.search(r"ready grpc=(\d+) http=(\d+)", log.read_text())):
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        yield Processor(process, f"http://127.0.0.1:{ready.group(1)}", int(ready.group(2)))
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=120) == 0, log.read_text()[-4000:]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+def processor_to(receiver: GrpcTraceReceiver, log: Path) -> AbstractContextManager[ProcessorProcess]:
+    """``jobtrail-processor`` with its defaults, exporting to ``receiver``."""
+    listen = ["--listen-grpc", "127.0.0.1:0", "--listen-http", "127.0.0.1:0"]
+    export = ["--export-to", f"grpc://127.0.0.1:{receiver.port}"]
+    return running_processor([sys.executable, "-m", "jobtrail.processor", *listen, *export], log, cwd=REPO)
 
 
 @dataclass(frozen=True)
@@ -234,7 +197,7 @@ def test_plain_parentbased_traceidratio_samples_each_attempt_on_its_own(redis_ur
     assert trails.orphan_attempts > 0
 
 
-def wait_for_counter(processor: Processor, name: str, expected: float) -> None:
+def wait_for_counter(processor: ProcessorProcess, name: str, expected: float) -> None:
     """The worker has exited (its spans are sent); the processor may still be working through the last batch."""
     deadline = time.monotonic() + 60
     while (value := processor.counter(name)) != expected:
