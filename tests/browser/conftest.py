@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from tests.fixtures.browser import chromium_missing_reason, launch_chromium
-from tests.flask.conftest import app, queue, receiver, run_jobs  # noqa: F401 - shared fixtures
+from tests.flask.conftest import app, queue, run_jobs  # noqa: F401 - shared fixtures
 
 
 @pytest.fixture(scope="session")

@@ -41,9 +41,9 @@ ACTION = "Send refund receipt"
 
 
 @pytest.fixture
-def site(queue, receiver):
+def site(queue, http_receiver):
     """The sample app served for real, its span intake forwarding to the test's OTLP receiver."""
-    recorder, receiver_url = receiver
+    recorder, receiver_url = http_receiver.recorder, http_receiver.url
     with serving(create_app(queue, forward_to=f"{receiver_url}/v1/traces")) as base_url:
         yield base_url, recorder
 
@@ -156,6 +156,10 @@ def test_each_poll_is_a_fetch_span_with_the_state_it_returned(page, site, run_jo
     accepted = page.evaluate("window.acceptedJob")
     page.evaluate("jobtrail.flush()")
     exported(recorder, action_name, base_url + accepted["status_url"])
+    # Each poll's fetch span ends on its own after the response: wait for the one that saw the end too.
+    recorder.wait_for(
+        lambda _spans: any(attribute(span, ATTR_JOB_STATE) == STATE_SUCCEEDED for span in recorder.json_spans())
+    )
 
     action, fetches = browser_spans(recorder, action_name)
     polls = sorted(
