@@ -45,6 +45,12 @@ ATTR_UI_RESULT_MESSAGE = "jobtrail.ui.result.message"
 ATTR_UI_RESULT_STATE = "jobtrail.ui.result.state"
 ATTR_JOB_STATE = "jobtrail.job.state"
 ATTR_ERROR_REASON = "jobtrail.error.reason"
+# Refusal reasons of the span intake (the JSON body's ``error.reason`` and ``jobtrail.error.reason``).
+REASON_ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+REASON_UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+REASON_PAYLOAD_TOO_LARGE = "payload_too_large"
+REASON_INVALID_OTLP_JSON = "invalid_otlp_json"
+REASON_COLLECTOR_UNREACHABLE = "collector_unreachable"
 ATTR_LINK_TYPE = "jobtrail.link.type"
 LINK_TYPE_ENQUEUED_BY = "enqueued_by"
 LINK_TYPE_RETRY_OF = "retry_of"
@@ -68,6 +74,8 @@ ATTR_MESSAGING_BATCH_MESSAGE_COUNT = "messaging.batch.message_count"
 MESSAGING_SYSTEM_RQ = "rq"
 OPERATION_SEND = "send"
 OPERATION_PROCESS = "process"
+OPERATION_CREATE = "create"
+"""Semconv batch shape: one ``create`` span per message (its id, its context), linked from the batch's send span."""
 
 # --- rq attributes and events ----------------------------------------------
 ATTR_JOB_FUNC_NAME = "rq.job.func_name"
@@ -83,13 +91,14 @@ ATTR_RETRY_NEXT_RUN_AT = "rq.retry.next_run_at"
 EVENT_JOB_FAILED = "rq.job.failed"
 ATTR_FIRST_ERROR_TYPE = "rq.job.first_error.type"
 ATTR_FIRST_ERROR_MESSAGE = "rq.job.first_error.message"
+ATTR_JOB_REQUEUED = "rq.job.requeued"
+"""On an attempt span: true when this attempt followed an operator's requeue (``FailedJobRegistry.requeue``)."""
 
 OUTCOME_SUCCEEDED = "succeeded"
 OUTCOME_RETRY_SCHEDULED = "retry_scheduled"
 OUTCOME_FAILED = "failed"
 OUTCOME_STOPPED = "stopped"
 OUTCOME_ABANDONED = "abandoned"
-OUTCOMES = (OUTCOME_SUCCEEDED, OUTCOME_RETRY_SCHEDULED, OUTCOME_FAILED, OUTCOME_STOPPED, OUTCOME_ABANDONED)
 
 
 def send_span_name(queue: str) -> str:
@@ -100,6 +109,14 @@ def send_span_name(queue: str) -> str:
 def process_span_name(queue: str) -> str:
     """Name of the CONSUMER span of one execution attempt."""
     return f"{OPERATION_PROCESS} {queue}"
+
+
+PICKUP = "pickup"
+
+
+def pickup_span_name(queue: str) -> str:
+    """Name of the zero-duration INTERNAL marker a worker emits when an attempt starts."""
+    return f"{PICKUP} {queue}"
 
 
 # --- propagation modes -------------------------------------------------------
@@ -118,15 +135,4 @@ STATE_FAILED = "failed"
 STATE_CANCELLED = "cancelled"
 STATE_EXPIRED = "expired"
 STATE_NOT_FOUND = "not_found"
-JOB_STATES = (
-    STATE_QUEUED,
-    STATE_DEFERRED,
-    STATE_SCHEDULED,
-    STATE_STARTED,
-    STATE_SUCCEEDED,
-    STATE_FAILED,
-    STATE_CANCELLED,
-    STATE_EXPIRED,
-    STATE_NOT_FOUND,
-)
 TERMINAL_STATES = frozenset({STATE_SUCCEEDED, STATE_FAILED, STATE_CANCELLED, STATE_EXPIRED})
