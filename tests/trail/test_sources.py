@@ -75,7 +75,7 @@ def test_rotated_and_damaged_files_are_read_with_a_warning(stitched_file, capsys
 def test_unknown_identifier_and_missing_file(stitched_file, tmp_path: Path, capsys) -> None:
     path, _ = stitched_file
     assert main(["trail", "req_ffffffffffffffff", "--file", str(path)]) == 1
-    assert "holds req_ffffffffffffffff" in capsys.readouterr().err
+    assert "holds request id req_ffffffffffffffff" in capsys.readouterr().err
     assert main(["trail", "req_ffffffffffffffff", "--file", str(tmp_path / "absent.jsonl")]) == 2
     assert "no trace file at" in capsys.readouterr().err
     with pytest.raises(TrailNotFound):
