@@ -113,7 +113,7 @@ def test_jaeger_source_finds_a_stitched_attempt_by_its_original_trace_id(stitche
     direct = source.find(Lookup.parse(emitted.request_trace_id)).spans
     via_original = source.find(Lookup.parse(emitted.attempt_trace_ids[0])).spans
     assert {span.span_id for span in via_original} == {span.span_id for span in direct}
-    assert len(direct) == 13
+    assert len(direct) == 16  # action, fetch, server, send, 3 polls; per attempt: attempt, pickup marker, step
 
 
 def test_jaeger_source_gathers_an_unstitched_trail_across_services(jaeger_stub_factory) -> None:
