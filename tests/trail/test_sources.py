@@ -23,12 +23,6 @@ from tests.trail.conftest import read_requests
 from tests.trail.scenario import emit_action
 
 
-@pytest.fixture
-def stitched_file(processor_file):
-    emitted = emit_action(processor_file.processor, failures=2)
-    return processor_file.finish(), emitted
-
-
 def test_file_source_finds_the_one_stitched_trace_by_every_identifier(stitched_file) -> None:
     path, emitted = stitched_file
     by_request = FileSource(str(path)).find(Lookup.parse(emitted.request_id)).spans
