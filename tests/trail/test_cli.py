@@ -213,3 +213,19 @@ def test_enqueue_many_with_real_rq_tells_each_job(processor_file, redis_conn) ->
 def test_the_dispatcher_names_an_unknown_command() -> None:
     result = subprocess.run([str(JOBTRAIL), "nope"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2 and "unknown command 'nope'" in result.stderr
+
+
+def test_the_command_the_demo_prints_works_from_the_checkout(stitched_file, monkeypatch) -> None:
+    """``./dev demo`` runs the venv's python in the checkout: the banner's command must run there as printed."""
+    path, emitted = stitched_file
+    checkout = Path(sys.prefix).resolve().parent
+    monkeypatch.chdir(checkout)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the virtualenv is not activated
+    monkeypatch.delenv(cli.TRACE_FILE_ENV, raising=False)
+    script = JOBTRAIL.resolve().relative_to(checkout)
+    assert cli.trail_command(path) == f"{script} trail <reference> --file {path}"
+    assert cli.trail_command(Path(cli.DEMO_TRACE_FILE)) == f"{script} trail <reference>", "the default needs no --file"
+    command = cli.trail_command(path).replace("<reference>", emitted.request_id).split()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=checkout, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "attempt 3 picked up" in result.stdout

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -71,6 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
     trail.add_argument("--utc", action="store_true", help="print times in UTC instead of local time")
     trail.add_argument("--json", action="store_true", help="print one JSON document (also when nothing is found)")
     return parser
+
+
+def invocation() -> str:
+    """How to run this environment's ``jobtrail`` from here: the bare name when PATH finds this very script,
+    else its path (relative when under the working directory, e.g. ``.venv/bin/jobtrail`` in a checkout)."""
+    script = Path(sys.executable).with_name("jobtrail")
+    on_path = shutil.which("jobtrail")
+    if on_path is not None and Path(on_path).resolve() == script.resolve():
+        return "jobtrail"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
+def trail_command(trace_file: Path) -> str:
+    """The command line that shows a trail from ``trace_file``: ``--file`` only when the defaults would miss it."""
+    found_anyway = trace_file.absolute() in trace_file_candidates()
+    return f"{invocation()} trail <reference>" + ("" if found_anyway else f" --file {trace_file}")
 
 
 def trace_file_candidates() -> list[Path]:
