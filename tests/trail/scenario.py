@@ -150,8 +150,10 @@ FIRST_ERROR = ("smtplib.SMTPAuthenticationError", "(535, b'5.7.8 Username and Pa
 """error.type as the RQ instrumentation records it, and the message."""
 STEP_ERROR = f"SMTPAuthenticationError: {FIRST_ERROR[1]}"
 """A job's own step carries the SDK's "Type: message" status."""
+REQUEUED_AT_S = 50
+"""The operator requeues the dead-lettered job 50 s after the click (10:14:53)..."""
 REQUEUE_AT_S = 60
-"""The operator requeues a dead-lettered job a minute after the click."""
+"""... and a worker picks it up 10 s later."""
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,7 @@ def _emit_attempt(
     }
     if planned.requeued:
         attributes[c.ATTR_JOB_REQUEUED] = True
+        attributes[c.ATTR_JOB_REQUEUED_AT] = _iso(T0_NS + REQUEUED_AT_S * SECOND)
     attempt = worker.start_span(
         c.process_span_name("emails"),
         context=otel_context.Context(),

@@ -73,9 +73,9 @@ ATTR_EXCEPTION_MESSAGE = "exception.message"
 ATTR_MESSAGING_BATCH_MESSAGE_COUNT = "messaging.batch.message_count"
 MESSAGING_SYSTEM_RQ = "rq"
 OPERATION_SEND = "send"
-OPERATION_PROCESS = "process"
 OPERATION_CREATE = "create"
-"""Semconv batch shape: one ``create`` span per message (its id, its context), linked from the batch's send span."""
+"""One per job of an ``enqueue_many`` batch: each job's own creation context (messaging semconv batch send)."""
+OPERATION_PROCESS = "process"
 
 # --- rq attributes and events ----------------------------------------------
 ATTR_JOB_FUNC_NAME = "rq.job.func_name"
@@ -85,14 +85,16 @@ ATTR_JOB_RETRIES_LEFT = "rq.job.retries_left"
 ATTR_JOB_QUEUE_WAIT_MS = "rq.job.queue_wait_ms"
 ATTR_WORKER_NAME = "rq.worker.name"
 ATTR_JOB_OUTCOME = "rq.job.outcome"
+ATTR_JOB_REQUEUED = "rq.job.requeued"
+"""True on an attempt that follows an operator requeue (``FailedJobRegistry.requeue``, ``job.requeue()``)."""
+ATTR_JOB_REQUEUED_AT = "rq.job.requeued_at"
+"""ISO 8601: when the requeue put the job back on its queue."""
 EVENT_RETRY_SCHEDULED = "rq.retry.scheduled"
 ATTR_RETRY_DELAY_S = "rq.retry.delay_s"
 ATTR_RETRY_NEXT_RUN_AT = "rq.retry.next_run_at"
 EVENT_JOB_FAILED = "rq.job.failed"
 ATTR_FIRST_ERROR_TYPE = "rq.job.first_error.type"
 ATTR_FIRST_ERROR_MESSAGE = "rq.job.first_error.message"
-ATTR_JOB_REQUEUED = "rq.job.requeued"
-"""On an attempt span: true when this attempt followed an operator's requeue (``FailedJobRegistry.requeue``)."""
 
 OUTCOME_SUCCEEDED = "succeeded"
 OUTCOME_RETRY_SCHEDULED = "retry_scheduled"
@@ -104,6 +106,11 @@ OUTCOME_ABANDONED = "abandoned"
 def send_span_name(queue: str) -> str:
     """Name of the PRODUCER span that covers an enqueue."""
     return f"{OPERATION_SEND} {queue}"
+
+
+def create_span_name(queue: str) -> str:
+    """Name of the PRODUCER span that creates one job of a batch send."""
+    return f"{OPERATION_CREATE} {queue}"
 
 
 def process_span_name(queue: str) -> str:
@@ -118,6 +125,10 @@ def pickup_span_name(queue: str) -> str:
     """Name of the zero-duration INTERNAL marker a worker emits when an attempt starts."""
     return f"{PICKUP} {queue}"
 
+
+# --- metrics -------------------------------------------------------------------
+METRIC_HORSE_SPANS_UNSENT = "jobtrail.rq.horse.spans.unsent"
+"""Counter: spans a forking worker's job horse could not export before it exited (collector down or slow)."""
 
 # --- propagation modes -------------------------------------------------------
 PROPAGATION_LINK = "link"

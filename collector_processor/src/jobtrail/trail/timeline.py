@@ -26,6 +26,7 @@ from jobtrail.conventions import (
     ATTR_JOB_OUTCOME,
     ATTR_JOB_QUEUE_WAIT_MS,
     ATTR_JOB_REQUEUED,
+    ATTR_JOB_REQUEUED_AT,
     ATTR_JOB_SCHEDULED_FOR,
     ATTR_JOB_STATE,
     ATTR_LINK_TYPE,
@@ -416,9 +417,7 @@ class _Builder:
         fields: dict[str, Any] = {"job_id": job_id, "attempt": _attempt_number(attempt) or None}
         wait_ms = attempt.attributes.get(ATTR_JOB_QUEUE_WAIT_MS)
         if attempt.attributes.get(ATTR_JOB_REQUEUED) is True:
-            requeued_ns = (
-                attempt.start_ns - int(wait_ms * 1e6) if isinstance(wait_ms, (int, float)) else attempt.start_ns
-            )
+            requeued_ns = self._requeued_at(attempt)
             text = f"job {job_id} requeued by an operator at {self._time(requeued_ns)}"
             self._append(requeued_ns, "requeued", text, span=attempt, job_id=job_id, attempt=fields["attempt"])
         text = f"attempt {number} picked up at {self._time(attempt.start_ns)}"
@@ -554,6 +553,15 @@ class _Builder:
         if outcome == OUTCOME_FAILED and failed is not None:
             return f"job {job_id} dead-lettered after attempt {number}; first error {_first_error(failed)}"
         return f"job {job_id} attempt {number} ended {outcome or 'without an outcome'}"
+
+    @staticmethod
+    def _requeued_at(attempt: TrailSpan) -> int:
+        """When the operator put the job back: its ``rq.job.requeued_at``, else the attempt's start minus its wait."""
+        given = _parse_iso(attempt.attributes.get(ATTR_JOB_REQUEUED_AT))
+        if given is not None:
+            return int(given.timestamp() * 1e9)
+        wait_ms = attempt.attributes.get(ATTR_JOB_QUEUE_WAIT_MS)
+        return attempt.start_ns - (int(wait_ms * 1e6) if isinstance(wait_ms, (int, float)) else 0)
 
     def _next_run_at(self, job: _Job) -> str | None:
         if not job.attempts or job.attempts[-1].attributes.get(ATTR_JOB_OUTCOME) != OUTCOME_RETRY_SCHEDULED:
