@@ -195,9 +195,13 @@ def test_an_operator_requeue_is_told_and_attempt_numbers_go_on() -> None:
     assert (requeue["job_id"], requeue["attempt"]) == ("job-84721", 3)
 
 
-@pytest.mark.parametrize("semconv", [False, True], ids=["one-send-span", "semconv-create-spans"])
-def test_enqueue_many_tells_each_job_and_no_false_verdict(semconv: bool) -> None:
-    timeline = build_timeline(spans_of(emit_batch, semconv=semconv))
+@pytest.mark.parametrize(
+    ("semconv", "links"),
+    [(False, False), (True, True), (True, False)],
+    ids=["one-send-span", "semconv-create-spans", "semconv-without-links"],
+)
+def test_enqueue_many_tells_each_job_and_no_false_verdict(semconv: bool, links: bool) -> None:
+    timeline = build_timeline(spans_of(emit_batch, semconv=semconv, links=links))
     lines = timeline.lines()
     assert "API accepted POST /api/receipts/batch at 10:14:03 (202)" in lines
     assert '2 jobs queued together at 10:14:03 on queue "emails" (enqueue_many)' in lines

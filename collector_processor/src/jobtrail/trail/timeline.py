@@ -244,6 +244,11 @@ class _Builder:
                 create = by_creator.get(link.span_id)
                 if create is not None and create is not batch and _job_id(create) in jobs:
                     jobs[_job_id(create)].batch = batch
+        for create in self.creates:
+            # Without those links (a backend that dropped them): the create spans beside the batch's send span.
+            job = jobs[_job_id(create)]
+            if job.batch is None:
+                job.batch = next((send for send in self._batch_sends() if _siblings(send, create)), None)
         for attempt in attempts:
             job_id = _job_id(attempt)
             if job_id not in jobs:
@@ -667,6 +672,16 @@ def _is_pickup_marker(span: TrailSpan) -> bool:
         and span.name == pickup_span_name(_queue(span))
         and bool(_job_id(span))
     )
+
+
+def _siblings(send: TrailSpan, create: TrailSpan) -> bool:
+    """A batch's ``send`` span and a ``create`` span of the same call: same parent, same queue, same trace."""
+    same_place = (send.trace_id, send.parent_span_id, _queue(send)) == (
+        create.trace_id,
+        create.parent_span_id,
+        _queue(create),
+    )
+    return same_place and bool(send.parent_span_id)
 
 
 def _enqueued_by(span: TrailSpan) -> list[str]:
