@@ -8,7 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -20,9 +22,9 @@ from opentelemetry import baggage, context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
-from rq import Queue, SimpleWorker
+from rq import Queue, Retry, SimpleWorker
 
-from tests.rq.jobs import add
+from tests.rq.jobs import add, fail_first
 from tests.trail.scenario import emit_action
 
 JOBTRAIL = Path(sys.executable).with_name("jobtrail")
@@ -229,3 +231,33 @@ def test_the_command_the_demo_prints_works_from_the_checkout(stitched_file, monk
     result = subprocess.run(command, capture_output=True, text=True, cwd=checkout, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert "attempt 3 picked up" in result.stdout
+
+
+def test_a_real_retry_not_yet_run_is_pending_then_overdue(processor_file, redis_conn) -> None:
+    """A real attempt fails and RQ schedules the retry; with no scheduler running, the trail says so."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "retry-test"}), shutdown_on_exit=False)
+    provider.add_span_processor(processor_file.processor)
+    instrumentor = RQInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    queue = Queue(f"retry-{uuid.uuid4().hex[:8]}", connection=redis_conn)
+    try:
+        job = queue.enqueue(fail_first, f"test:calls:{uuid.uuid4().hex}", 1, retry=Retry(max=1, interval=1))
+        SimpleWorker([queue], connection=redis_conn).work(burst=True)  # no scheduler: the retry stays scheduled
+    finally:
+        instrumentor.uninstrument()
+    assert job.get_status(refresh=True) == "scheduled"
+    path = processor_file.finish()
+
+    pending = json.loads(run_trail(job.id, "--file", str(path), "--json", "--utc").stdout)
+    (summary,) = pending["jobs"]
+    due = datetime.fromisoformat(summary["next_run_at"])
+    assert summary["final_state"] == "retry pending", "due a second after the attempt: far from 5 minutes late"
+    assert pending["first_broken_step"]["text"] == f"not finished yet: attempt 2 scheduled at {due:%H:%M:%S}"
+    while datetime.now(timezone.utc) < due + timedelta(seconds=1):
+        time.sleep(0.1)
+    overdue = run_trail(job.id, "--file", str(path), "--utc", "--overdue-after", "0.01")
+    assert overdue.returncode == 0, overdue.stderr
+    assert (
+        f"first broken step: the background job did not finish: job {job.id}: attempt 2 was due at {due:%H:%M:%S}"
+        in (overdue.stdout)
+    )
