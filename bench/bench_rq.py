@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NoOpTracerProvider
 from rq import Queue, SimpleWorker
 
-from tests.fixtures.otlp import GrpcReceiver
+from tests.fixtures.otlp_receiver import GrpcTraceReceiver
 
 BARE = "bare rq"
 INSTRUMENTED = "instrumented, OTLP/gRPC export"
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    receiver = GrpcReceiver().start()
+    receiver = GrpcTraceReceiver().start()
     exporting = TracerProvider()
     exporting.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=receiver.endpoint, insecure=True)))
     setups: dict[str, TracerProvider | None] = {
@@ -119,7 +119,7 @@ def main() -> None:
             f"{setup:34}{result['enqueue'] * 1e6:11.1f}{result['enqueue'] / bare['enqueue']:7.3f}"
             f"{result['process'] * 1e6:16.1f}{result['process'] / bare['process']:7.3f}{1 / result['process']:8.0f}"
         )
-    print(f"spans received by the OTLP receiver: {len(receiver.recorder.spans())}")
+    print(f"spans received by the OTLP receiver: {len(receiver.spans())}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-pytest_plugins = ["tests.fixtures.redis_server", "tests.fixtures.otlp", "tests.fixtures.browser"]
+pytest_plugins = ["tests.fixtures.redis_server", "tests.fixtures.otlp_receiver", "tests.fixtures.browser"]
 
 _PROVIDER = TracerProvider()
 _MEMORY_EXPORTER = InMemorySpanExporter()

@@ -37,7 +37,7 @@ from tests.demo.conftest import (
     json_log_lines,
     run_demo,
 )
-from tests.fixtures.otlp import GrpcReceiver, attributes_of
+from tests.fixtures.otlp_receiver import GrpcTraceReceiver, attributes_of
 
 REQUEST_ID = "req_0000000000c0ffee"
 CUSTOMER_EMAIL = "customer@example.com"
@@ -108,7 +108,7 @@ def test_scripted_mode_without_chromium_says_what_is_missing_and_starts_nothing(
 
 def test_stitched_traces_also_go_to_a_reachable_jaeger_and_the_page_links_to_it(tmp_path: Path) -> None:
     """A real OTLP/gRPC receiver stands where Jaeger's 4317 would be: the demo finds it and exports there too."""
-    jaeger = GrpcReceiver().start()
+    jaeger = GrpcTraceReceiver().start()
     try:
         jaeger_ui = "http://127.0.0.1:16686"
         with run_demo(tmp_path, "--jaeger-otlp", f"127.0.0.1:{jaeger.port}", "--jaeger-ui", jaeger_ui) as demo:
@@ -123,7 +123,7 @@ def test_stitched_traces_also_go_to_a_reachable_jaeger_and_the_page_links_to_it(
                     for span in spans
                 )
 
-            spans = jaeger.recorder.wait_for(stitched_attempt)
+            spans = jaeger.wait_for(stitched_attempt)
         mine = [span for span in spans if attributes_of(span).get(ATTR_REQUEST_ID) == REQUEST_ID]
         [send] = [span for span in mine if span.kind == Span.SPAN_KIND_PRODUCER]
         [attempt] = [span for span in mine if span.kind == Span.SPAN_KIND_CONSUMER]

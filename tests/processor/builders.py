@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.fixtures.otlp import attributes_of as attributes_of  # re-exported: one helper for the suite
+from tests.fixtures.otlp_receiver import attributes_of as attributes_of  # re-exported: one helper for the suite
 
 
 def new_trace_id() -> bytes:

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Link, SpanKind
 
-from tests.fixtures.otlp import GrpcReceiver, HttpReceiver
+from tests.fixtures.otlp_receiver import GrpcTraceReceiver, HttpTraceReceiver
 
 WAIT_SECONDS = 30.0
 
@@ -36,13 +36,13 @@ def wait_for(predicate: Callable[[], object], what: str, timeout: float = WAIT_S
 
 
 @pytest.fixture
-def grpc_downstream(grpc_receiver: GrpcReceiver) -> GrpcReceiver:
+def grpc_downstream(grpc_receiver: GrpcTraceReceiver) -> GrpcTraceReceiver:
     """The collector the processor exports to over gRPC: the test kit's receiver."""
     return grpc_receiver
 
 
 @pytest.fixture
-def http_downstream(http_receiver: HttpReceiver) -> HttpReceiver:
+def http_downstream(http_receiver: HttpTraceReceiver) -> HttpTraceReceiver:
     """The collector the processor exports to over HTTP: the test kit's receiver."""
     return http_receiver
 
@@ -70,7 +70,7 @@ def start_processor() -> Iterator[Callable[..., Pipeline]]:
 
 
 @pytest.fixture
-def processor(grpc_downstream: GrpcReceiver, start_processor: Callable[..., Pipeline]) -> Pipeline:
+def processor(grpc_downstream: GrpcTraceReceiver, start_processor: Callable[..., Pipeline]) -> Pipeline:
     """A processor exporting over gRPC to ``grpc_downstream`` with a long hold window."""
     return start_processor(export_to=[grpc_downstream.url])
 

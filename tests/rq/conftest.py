@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 
-from tests.fixtures.otlp import GrpcReceiver
+from tests.fixtures.otlp_receiver import GrpcTraceReceiver
 
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
@@ -102,7 +102,7 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker_process(redis_url: str, grpc_receiver: GrpcReceiver) -> Iterator[Callable[[str, str], WorkerProcess]]:
+def worker_process(redis_url: str, grpc_receiver: GrpcTraceReceiver) -> Iterator[Callable[[str, str], WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(worker_class: str, queue_name: str) -> WorkerProcess:

@@ -14,7 +14,7 @@ from jobtrail.rq import RQInstrumentor
 from rq import Queue
 from rq.worker.base import BaseWorker
 
-from tests.fixtures.otlp import attributes_of
+from tests.fixtures.otlp_receiver import attributes_of
 from tests.rq import jobs
 from tests.rq.conftest import REPO, named
 
@@ -89,7 +89,7 @@ def test_opentelemetry_instrument_traces_an_app_and_rq_worker_with_no_code_chang
             "process auto",
         }
 
-    spans = grpc_receiver.recorder.wait_for(arrived)
+    spans = grpc_receiver.wait_for(arrived)
     (send,) = [s for s in spans if s.name == "send auto"]
     (attempt,) = [s for s in spans if s.name == "process auto"]
     assert attempt.links[0].span_id == send.span_id

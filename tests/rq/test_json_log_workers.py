@@ -21,7 +21,7 @@ from jobtrail.conventions import (
 )
 from opentelemetry import baggage, context
 
-from tests.fixtures.otlp import attributes_of
+from tests.fixtures.otlp_receiver import attributes_of
 from tests.rq import jobs
 
 REPO = Path(__file__).resolve().parents[2]

@@ -25,7 +25,7 @@ from rq import Retry
 from rq.command import send_stop_job_command
 from rq.job import JobStatus
 
-from tests.fixtures.otlp import attributes_of
+from tests.fixtures.otlp_receiver import attributes_of
 from tests.rq import jobs
 from tests.rq.conftest import counter_key, named, wait_for_status
 
@@ -49,7 +49,7 @@ def test_attempts_and_the_jobs_own_spans_reach_the_exporter(
     assert wait_for_status(job, {JobStatus.FINISHED, JobStatus.FAILED}) == JobStatus.FINISHED
     worker.stop()
 
-    spans = grpc_receiver.recorder.wait_for(lambda spans: len(attempts_of(spans, job.id)) == 2)
+    spans = grpc_receiver.wait_for(lambda spans: len(attempts_of(spans, job.id)) == 2)
     (send,) = named(span_exporter, f"send {queue.name}")
     first, second = attempts_of(spans, job.id)
     assert [attributes_of(a)[ATTR_JOB_OUTCOME] for a in (first, second)] == [OUTCOME_RETRY_SCHEDULED, OUTCOME_SUCCEEDED]
@@ -68,7 +68,7 @@ def test_a_horse_killed_mid_job_is_recorded_as_abandoned(queue, grpc_receiver, w
     assert wait_for_status(job, {JobStatus.FINISHED, JobStatus.FAILED}) == JobStatus.FAILED
     worker.stop()
 
-    spans = grpc_receiver.recorder.wait_for(lambda spans: len(attempts_of(spans, job.id)) == 2)
+    spans = grpc_receiver.wait_for(lambda spans: len(attempts_of(spans, job.id)) == 2)
     first, second = attempts_of(spans, job.id)
     for attempt in (first, second):
         assert attributes_of(attempt)[ATTR_JOB_OUTCOME] == OUTCOME_ABANDONED
@@ -87,7 +87,7 @@ def test_a_job_stopped_on_request_is_recorded_as_stopped(queue, redis_conn, grpc
     assert wait_for_status(job, {JobStatus.STOPPED, JobStatus.FAILED, JobStatus.FINISHED}) == JobStatus.STOPPED
     worker.stop()
 
-    (attempt,) = attempts_of(grpc_receiver.recorder.wait_for(lambda spans: attempts_of(spans, job.id)), job.id)
+    (attempt,) = attempts_of(grpc_receiver.wait_for(lambda spans: attempts_of(spans, job.id)), job.id)
     assert attributes_of(attempt)[ATTR_JOB_OUTCOME] == OUTCOME_STOPPED
     assert attributes_of(attempt)[ATTR_ERROR_TYPE] == ERROR_TYPE_STOPPED
     assert not [e for e in attempt.events if e.name == "rq.retry.scheduled"]
