@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
 from jobtrail.conventions import (
+    ATTR_MESSAGING_MESSAGE_ID,
     ATTR_REQUEST_ID,
     ATTR_STITCHED_ORIGINAL_TRACE_ID,
     ATTR_STITCHED_PARENT_FROM_LINK,
@@ -124,3 +126,14 @@ def test_unreachable_jaeger_is_a_clear_error(capsys) -> None:
         port = probe.getsockname()[1]
     assert main(["trail", "req_0123456789abcdef", "--jaeger", f"http://127.0.0.1:{port}"]) == 2
     assert f"cannot reach Jaeger at http://127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_jaeger_source_finds_a_32_hex_job_id_through_the_job_id_search(processor_file, jaeger_stub_factory) -> None:
+    job_id = uuid.uuid4().hex
+    emitted = emit_action(processor_file.processor, job_id=job_id, failures=0)
+    jaeger = jaeger_stub_factory(read_requests(processor_file.finish()))
+    spans = JaegerSource(jaeger.url, DEFAULT_SERVICES).find(Lookup.parse(job_id.upper())).spans
+    assert {span.trace_id for span in spans} == {emitted.request_trace_id}
+    searched = [json.loads(query["query.attributes"][0]) for query in jaeger.seen_queries]
+    assert {ATTR_STITCHED_ORIGINAL_TRACE_ID: job_id} in searched, "tried as an attempt's original trace id"
+    assert {ATTR_MESSAGING_MESSAGE_ID: job_id} in searched, "and as a job id"

@@ -201,16 +201,18 @@ class JaegerSource:
         if not spans:
             for service in self.services:
                 for attribute in lookup.search_attributes:
-                    spans.extend(self._get(self.search_url(service, attribute, lookup.value)))
+                    spans.extend(self._get(self.search_url(service, lookup, attribute)))
         matching_traces = {span.trace_id for span in spans if lookup.matches(span)}
         spans = [span for span in spans if span.trace_id in matching_traces]
         if not spans:
             raise TrailNotFound(f"Jaeger at {self.base_url} has no trace holding {lookup.describe()} {lookup.value}")
         return FoundTrail(unique_spans(spans))
 
-    def search_url(self, service: str, attribute: str, value: str) -> str:
+    def search_url(self, service: str, lookup: Lookup, attribute: str | None = None) -> str:
         """The api_v3 search for one service, attributes as one JSON object of strings.
 
+        ``attribute``: which of the lookup's attributes to search (its first by default; a 32-hex value is
+        searched once as an original trace id and once as a job id).
         Each parameter goes in Jaeger's canonical camelCase and in the snake_case spelling it deprecated
         (removed in v2.20): Jaeger uses the camelCase one when both are sent, releases before the rename
         read the snake_case one, so one URL works across the v2 line.
@@ -223,7 +225,7 @@ class JaegerSource:
             ("searchDepth", "search_depth"): str(JAEGER_SEARCH_DEPTH),
         }
         query = [(f"query.{name}", value) for names, value in values.items() for name in names]
-        query.append(("query.attributes", json.dumps({attribute: value})))
+        query.append(("query.attributes", json.dumps({attribute or lookup.search_attributes[0]: lookup.value})))
         return f"/api/v3/traces?{urllib.parse.urlencode(query)}"
 
     def _get(self, path: str) -> list[TrailSpan]:
