@@ -16,7 +16,6 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,17 +46,10 @@ BASELINE_REQUESTS = 200
 RATIO = "0.5"
 
 
-@pytest.fixture
-def grpc_receiver() -> Iterator[GrpcTraceReceiver]:
-    receiver = GrpcTraceReceiver().start()
-    yield receiver
-    receiver.stop()
-
-
 def processor_to(receiver: GrpcTraceReceiver, log: Path) -> AbstractContextManager[ProcessorProcess]:
     """``jobtrail-processor`` with its defaults, exporting to ``receiver``."""
     listen = ["--listen-grpc", "127.0.0.1:0", "--listen-http", "127.0.0.1:0"]
-    export = ["--export-to", f"grpc://127.0.0.1:{receiver.port}"]
+    export = ["--export-to", receiver.url]
     return running_processor([sys.executable, "-m", "jobtrail.processor", *listen, *export], log, cwd=REPO)
 
 
