@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from contextlib import AbstractContextManager
@@ -25,6 +24,7 @@ import redis
 from jobtrail.conventions import (
     ATTR_JOB_ATTEMPT,
     ATTR_MESSAGING_MESSAGE_ID,
+    ATTR_STITCHED_ORIGINAL_TRACE_ID,
     SAMPLER_NAME,
     process_span_name,
     send_span_name,
@@ -159,20 +159,23 @@ def assert_every_job_succeeded(redis_url: str, requests: list[Request]) -> None:
 def test_jobtrail_sampler_keeps_every_sampled_trail_whole_and_nothing_else(redis_url, grpc_receiver, tmp_path):
     with processor_to(grpc_receiver, tmp_path / "processor.log") as processor:
         requests, queue = run_traffic(SAMPLER_NAME, REQUESTS, redis_url, processor.grpc_endpoint)
-        assert len(requests) == REQUESTS
-        assert_every_job_succeeded(redis_url, requests)
-        kept_attempts = sum(request.attempts for request in requests if request.sampled)
-        wait_for_counter(processor, "spans_stitched_total", 2 * kept_attempts)  # each attempt and its own span
-        assert processor.counter("spans_forwarded_unchanged_total", reason=REASON_WINDOW_EXPIRED) == 0
-        assert processor.counter("spans_rejected_total") == 0
-    trails = count_trails(requests, grpc_receiver.spans(), queue)
+    assert len(requests) == REQUESTS
+    assert_every_job_succeeded(redis_url, requests)
+    spans = grpc_receiver.spans()
+    trails = count_trails(requests, spans, queue)
     print(f"\n{SAMPLER_NAME} {RATIO}: {trails}")
     assert 0.35 * REQUESTS < trails.sampled_requests < 0.65 * REQUESTS  # the ratio is really applied
     assert trails.exported_requests == trails.sampled_requests
     assert trails.complete == trails.sampled_requests
     assert trails.requests_missing_their_job == 0
     assert trails.orphan_attempts == 0
-    assert trails.exported_attempts == kept_attempts
+    assert trails.exported_attempts == sum(request.attempts for request in requests if request.sampled)
+    counters = processor.stopped_counters()
+    stitched = [span for span in spans if ATTR_STITCHED_ORIGINAL_TRACE_ID in attributes_of(span)]
+    assert len(stitched) >= 2 * trails.exported_attempts  # each attempt and the job's own span, at least
+    assert counters["spans_stitched_total"] == len(stitched)
+    assert counters[f"spans_forwarded_unchanged_total{{reason={REASON_WINDOW_EXPIRED}}}"] == 0
+    assert counters["spans_rejected_total"] == 0
 
 
 def test_plain_parentbased_traceidratio_samples_each_attempt_on_its_own(redis_url, grpc_receiver, tmp_path):
@@ -187,11 +190,3 @@ def test_plain_parentbased_traceidratio_samples_each_attempt_on_its_own(redis_ur
     assert trails.complete < trails.sampled_requests
     assert trails.requests_missing_their_job > 0
     assert trails.orphan_attempts > 0
-
-
-def wait_for_counter(processor: ProcessorProcess, name: str, expected: float) -> None:
-    """The worker has exited (its spans are sent); the processor may still be working through the last batch."""
-    deadline = time.monotonic() + 60
-    while (value := processor.counter(name)) != expected:
-        assert value < expected and time.monotonic() < deadline, f"{name} is {value}, expected {expected}"
-        time.sleep(0.1)
