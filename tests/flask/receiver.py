@@ -17,10 +17,11 @@ class Delivery:
 
 @dataclass
 class RecordingReceiver:
-    """Answers every POST with ``status``/``answer``; ``deliveries`` holds what arrived."""
+    """Answers every POST with ``status``/``answer`` (plus ``headers``); ``deliveries`` holds what arrived."""
 
     status: int = 200
     answer: bytes = b"{}"
+    headers: dict[str, str] = field(default_factory=dict)
     deliveries: list[Delivery] = field(default_factory=list)
     _arrived: threading.Condition = field(default_factory=threading.Condition)
 
@@ -57,6 +58,8 @@ def start_receiver(receiver: RecordingReceiver) -> tuple[ThreadingHTTPServer, st
             self.send_response(receiver.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(receiver.answer)))
+            for name, value in receiver.headers.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(receiver.answer)
 

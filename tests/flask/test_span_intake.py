@@ -66,6 +66,23 @@ def test_relays_the_collector_status_and_body(receiver):
     assert response.get_data() == recorder.answer
 
 
+@pytest.mark.parametrize("status", [429, 503])
+def test_relays_the_collector_retry_after(receiver, status):
+    recorder, url = receiver
+    recorder.status, recorder.answer, recorder.headers = status, b"{}", {"Retry-After": "7"}
+
+    response = post(intake_client(url))
+
+    assert response.status_code == status
+    assert response.headers["Retry-After"] == "7"
+
+
+def test_no_retry_after_is_made_up(receiver):
+    _recorder, url = receiver
+    response = post(intake_client(url))
+    assert response.status_code == 200 and "Retry-After" not in response.headers
+
+
 def test_foreign_origin_is_refused_and_nothing_forwarded(receiver):
     recorder, url = receiver
 
@@ -141,7 +158,11 @@ def test_oversized_chunked_body_is_413(receiver):
     assert recorder.deliveries == []
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b"", b'"string"'])
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[1, 2]", b"", b'"string"', b'{"a":' + b"[" * 50_000 + b"]" * 50_000 + b"}"],
+    ids=["not-json", "array", "empty", "string", "nested-50k-deep"],
+)
 def test_body_that_is_not_an_otlp_object_is_400(receiver, body):
     recorder, url = receiver
 

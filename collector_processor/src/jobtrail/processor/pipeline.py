@@ -65,7 +65,7 @@ class Pipeline:
         self._ticker = threading.Thread(target=self._tick, name="hold-window", daemon=True)
         self._declare_series()
         self._grpc = GrpcReceiver(config, self.consume, self.telemetry) if config.grpc_listen else None
-        self._http = HttpReceiver(config, self.consume, self.telemetry) if config.http_listen else None
+        self._http = HttpReceiver(config, self.consume, self.telemetry, self.health) if config.http_listen else None
         self._started = False
 
     @property
@@ -111,6 +111,11 @@ class Pipeline:
         for exporter in self.exporters:
             exporter.stop(max(deadline - time.monotonic(), 0.0))
         logger.info("jobtrail processor stopped: %s", self.telemetry.summary())
+
+    def health(self) -> list[str]:
+        """What ``/healthz`` reports: every exporter's problems (a dead or stalled export loop); empty when fine."""
+        now = time.monotonic()
+        return [problem for exporter in self.exporters for problem in exporter.problems(now)]
 
     # --- the consume path (called by the receivers' threads) ---------------------------------------
     def consume(self, request: ExportTraceServiceRequest, original: bytes | None) -> tuple[int, str]:
