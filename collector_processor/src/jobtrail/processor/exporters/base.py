@@ -10,10 +10,11 @@ or after the delay the server asked for (Retry-After / RetryInfo), clamped to
 from now neither spins nor stalls. A batch stays at the head of the queue until the next hop took it (or refused
 it for good); while the queue is full the receivers refuse new data, so senders retry instead of losing it.
 
-A batch that times out is cut in two and the batch size limit halves (down to ``MIN_BATCH_BYTES``); batches that
-go through in under half the timeout let it grow again by a quarter, up to ``export_batch_max_bytes``. So the
-batch size follows what the next hop sustains, and the only duplicates are the parts of a timed-out batch the
-next hop had processed before the deadline. While the next hop is unreachable, the wait between retries is cut
+A batch that times out is cut in two and the batch size limit halves (down to one span per batch); a batch that
+filled at least half the limit and went through in under half the timeout lets it grow by a quarter, up to
+``export_batch_max_bytes`` (a next hop whose time grows with the batch never sees a batch it cannot take in time).
+So the batch size follows what the next hop sustains, and the only duplicates are the parts of a timed-out batch
+the next hop had processed before the deadline. While the next hop is unreachable, the wait between retries is cut
 short as soon as it answers again (a TCP connect for HTTP, the channel's READY state for gRPC, probed every
 ``RECONNECT_PROBE_SECONDS``). The export thread is supervised: an unexpected error is logged, counted
 (``export_thread_restarts_total``) and the loop starts again with the same batch.
@@ -49,8 +50,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 logger = logging.getLogger("jobtrail.processor.exporters")
 
-MIN_BATCH_BYTES = 16 * 1024
-"""The adaptive batch limit never goes below this (a single bigger span still travels alone)."""
 RECONNECT_PROBE_SECONDS = 1.0
 """While the next hop is unreachable, how often to check whether it is back."""
 
@@ -259,7 +258,7 @@ class QueuedExporter:
             except ExportTimeout as error:
                 self.telemetry.add(EXPORT_FAILURES, exporter=self.url)
                 if spans > 1:
-                    self._batch_limit = max(MIN_BATCH_BYTES, min(self._batch_limit, len(payload) // 2))
+                    self._batch_limit = max(1, min(self._batch_limit, len(payload) // 2))
                     logger.warning(
                         "export of %d spans (%d bytes) to %s timed out (%s); sending it in batches of %d bytes",
                         spans, len(payload), self.url, error, self._batch_limit,
@@ -288,10 +287,10 @@ class QueuedExporter:
                 logger.warning("%s rejected %d of %d spans (partial success)", self.url, rejected, spans)
                 self.telemetry.add(SPANS_EXPORT_DROPPED, rejected, exporter=self.url)
             self.telemetry.add(SPANS_EXPORTED, spans - rejected, exporter=self.url)
-            if time.monotonic() - started < self.config.export_timeout_seconds / 2:
-                self._batch_limit = min(
-                    self.config.export_batch_max_bytes, self._batch_limit + max(self._batch_limit // 4, MIN_BATCH_BYTES)
-                )
+            fast = time.monotonic() - started < self.config.export_timeout_seconds / 2
+            if fast and len(payload) >= self._batch_limit // 2:
+                grown = self._batch_limit + self._batch_limit // 4 + 1
+                self._batch_limit = min(self.config.export_batch_max_bytes, grown)
             self._done(entries)
             return True
 
