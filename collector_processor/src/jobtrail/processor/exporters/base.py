@@ -10,8 +10,9 @@ or after the delay the server asked for (Retry-After / RetryInfo), clamped to
 from now neither spins nor stalls. A batch stays at the head of the queue until the next hop took it (or refused
 it for good); while the queue is full the receivers refuse new data, so senders retry instead of losing it.
 
-A batch that times out is cut in two and the batch size limit halves (down to one span per batch); a batch that
-filled at least half the limit and went through in under half the timeout lets it grow by a quarter, up to
+The batch size limit starts at ``INITIAL_BATCH_BYTES`` (a slow start: the first batch to a slow next hop must
+not be the biggest). A batch that times out is cut in two and the limit halves (down to one span per batch); a
+batch that filled at least half the limit and went through in under half the timeout lets it grow by a quarter, up to
 ``export_batch_max_bytes`` (a next hop whose time grows with the batch never sees a batch it cannot take in time).
 So the batch size follows what the next hop sustains, and the only duplicates are the parts of a timed-out batch
 the next hop had processed before the deadline. While the next hop is unreachable, the wait between retries is cut
@@ -50,6 +51,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 logger = logging.getLogger("jobtrail.processor.exporters")
 
+INITIAL_BATCH_BYTES = 64 * 1024
+"""Where the adaptive batch limit starts (then up to ``export_batch_max_bytes`` after fast, full batches)."""
 RECONNECT_PROBE_SECONDS = 1.0
 """While the next hop is unreachable, how often to check whether it is back."""
 
@@ -95,7 +98,7 @@ class QueuedExporter:
         self._closing = False
         self._abort = threading.Event()
         self._wake = threading.Event()
-        self._batch_limit = config.export_batch_max_bytes
+        self._batch_limit = min(INITIAL_BATCH_BYTES, config.export_batch_max_bytes)
         self._busy_since = time.monotonic()
         self._disk_error: str | None = None
         self._thread = threading.Thread(target=self._supervise, name=f"export {url}", daemon=True)
@@ -265,7 +268,8 @@ class QueuedExporter:
                     )  # fmt: skip
                     with self._cond:
                         self._split_head(entries, self._batch_limit)
-                    return True
+                    # The next hop is likely still busy with the batch it did not answer: give it room first.
+                    return not self._pause(self._backoff(0), error)
                 if self._pause(self._backoff(attempt), error):
                     return False
                 attempt += 1
