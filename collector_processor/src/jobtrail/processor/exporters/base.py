@@ -231,7 +231,7 @@ class QueuedExporter:
                 # One request (or the rest of a timed-out batch) over the limit: a next hop with the usual 4 MiB
                 # limit would refuse it for good, a slow one would time out again. It goes out in pieces.
                 self._split_head(1, limit)
-            parts = []
+            parts: list[bytes] = []
             size = spans = 0
             for entry in self._queue:
                 if parts and size + len(entry.payload) > limit:

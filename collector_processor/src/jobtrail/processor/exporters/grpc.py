@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import grpc
@@ -33,12 +34,12 @@ RECONNECT_BACKOFF_MS = (100, 1000)
 """The channel's reconnect backoff: first retry after 100 ms, then at most every second."""
 
 
-def retry_delay(trailing_metadata: object) -> float | None:
+def retry_delay(trailing_metadata: Iterable[tuple[str, bytes]] | None) -> float | None:
     """The RetryInfo delay a server put in its trailers (standard status details or the SDK's own key).
 
     Read as plain numbers (no timedelta: a huge Duration must not raise); garbage is no delay at all.
     """
-    for key, value in trailing_metadata or ():  # type: ignore[attr-defined]
+    for key, value in trailing_metadata or ():
         try:
             if key == GRPC_STATUS_DETAILS_KEY:
                 status = status_pb2.Status.FromString(value)
@@ -96,9 +97,9 @@ class GrpcExporter(QueuedExporter):
         try:
             response = self._export(payload, timeout=timeout, wait_for_ready=False)
         except grpc.RpcError as error:
-            code = error.code()  # type: ignore[attr-defined]  # a grpc.Call as well
-            delay = retry_delay(error.trailing_metadata())  # type: ignore[attr-defined]
-            message = f"{code.name}: {error.details()}"  # type: ignore[attr-defined]
+            code = error.code()
+            delay = retry_delay(error.trailing_metadata())
+            message = f"{code.name}: {error.details()}"
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise ExportTimeout(message, delay) from None
             if code in RETRYABLE_CODES or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None):

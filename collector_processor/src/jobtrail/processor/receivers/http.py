@@ -96,7 +96,7 @@ class HttpReceiver:
             )
         except OSError as error:
             raise OSError(f"cannot listen on {config.http_listen} (HTTP): {error.strerror or error}") from None
-        self.port: int = self._server.effective_port  # type: ignore[union-attr]
+        self.port: int = self._server.effective_port
         self._thread = threading.Thread(target=self._server.run, name="otlp-http", daemon=True)
 
     def start(self) -> None:
@@ -105,18 +105,18 @@ class HttpReceiver:
     def stop(self) -> None:
         """Close the listener and every connection, then let the worker threads finish what they were doing."""
         server = self._server
-        socket_map = server._map  # type: ignore[union-attr]  # waitress's own map of its sockets
+        socket_map = server._map  # waitress's own map of its sockets
 
         def close_all() -> None:
             for dispatcher in list(socket_map.values()):
                 dispatcher.close()
 
         if self._thread.is_alive():
-            server.trigger.pull_trigger(close_all)  # type: ignore[union-attr]  # runs in the server's own loop
+            server.trigger.pull_trigger(close_all)  # runs in the server's own loop
             self._thread.join(5.0)
         else:
             close_all()
-        server.task_dispatcher.shutdown(timeout=5)  # type: ignore[union-attr]
+        server.task_dispatcher.shutdown(timeout=5)
 
 
 class OtlpHttpApp:
