@@ -1,4 +1,5 @@
-"""``queue_dir``: spans are acknowledged once they are on disk, and a SIGKILLed processor sends them after a restart."""
+"""``queue_dir``: spans are acknowledged once they are on disk (queued or held), and a SIGKILLed processor sends
+them after a restart."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import signal
 from collections import Counter
 
 from jobtrail.processor.exporters.disk_queue import DiskQueue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from .builders import new_trace_id, request, span
+from .builders import attempt_root, new_trace_id, request, span
 from .conftest import wait_for
 
 REQUESTS, SPANS_PER_REQUEST = 16, 500
@@ -97,3 +99,43 @@ def test_without_queue_dir_a_sigkill_loses_what_was_queued(grpc_downstream, proc
     wait_for(lambda: len(grpc_downstream.recorder.spans()) >= REQUESTS * SPANS_PER_REQUEST, "the new spans")
     assert second.terminate() == 0
     assert {s.name.split()[0] for s in grpc_downstream.recorder.spans()} == {"after"}
+
+
+def post_request(port: int, body: bytes) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status
+    finally:
+        connection.close()
+
+
+def test_sigkill_keeps_held_spans_and_they_are_stitched_after_the_restart(grpc_downstream, processor_process, tmp_path):
+    """Children acknowledged while their attempt root was unknown (held, in memory) survive the crash too."""
+    args = ("--export-to", grpc_downstream.url, "--queue-dir", str(tmp_path / "queue"), "--hold", "600")
+    enqueue = span("send default", new_trace_id(), kind=Span.SPAN_KIND_PRODUCER)
+    root = attempt_root(enqueue)
+    children = [span(f"child {index}", root.trace_id, root.span_id) for index in range(50)]
+    first = processor_process(*args)
+    assert post_request(first.http_port, request(*children[:20]).SerializeToString()) == 200
+    assert post_request(first.http_port, request(*children[20:], service="other").SerializeToString()) == 200
+    assert first.metric("jobtrail_processor_spans_held") == 50
+    assert first.kill() == -signal.SIGKILL
+
+    second = processor_process(*args)
+    assert second.metric("jobtrail_processor_spans_held") == 50, "the held spans are back"
+    assert grpc_downstream.recorder.spans() == []
+    assert post_request(second.http_port, request(enqueue, root, service="api").SerializeToString()) == 200
+
+    wait_for(lambda: len(grpc_downstream.recorder.spans()) >= 52, "the children stitched with their root")
+    delivered = grpc_downstream.recorder.spans_by_name()
+    assert len(grpc_downstream.recorder.spans()) == 52, "each span once"
+    assert {delivered[f"child {index}"].trace_id for index in range(50)} == {enqueue.trace_id}
+    assert grpc_downstream.recorder.resource_of("child 49")["service.name"] == "other"
+    assert second.terminate() == 0
+    third = processor_process(*args)
+    assert third.metric("jobtrail_processor_spans_held") == 0, "nothing replayed after a clean stop"
+    assert third.terminate() == 0
+    assert len(grpc_downstream.recorder.spans()) == 52
