@@ -97,7 +97,6 @@ class QueuedExporter:
         self._cond = threading.Condition()
         self._closing = False
         self._abort = threading.Event()
-        self._wake = threading.Event()
         self._batch_limit = min(INITIAL_BATCH_BYTES, config.export_batch_max_bytes)
         self._busy_since = time.monotonic()
         self._disk_error: str | None = None
@@ -177,7 +176,6 @@ class QueuedExporter:
         self._thread.join(timeout)
         if self._thread.is_alive():
             self._abort.set()
-            self._wake.set()
             self._thread.join()
         self.close()
         if self.disk is not None:
@@ -312,18 +310,13 @@ class QueuedExporter:
     def _pause(self, delay: float, error: RetryableExportError) -> bool:
         """Wait ``delay`` seconds before a retry, less when an unreachable next hop is back; True on abort."""
         deadline = time.monotonic() + delay
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if self._wake.wait(min(remaining, RECONNECT_PROBE_SECONDS) if error.unreachable else remaining):
-                break
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._abort.wait(min(remaining, RECONNECT_PROBE_SECONDS) if error.unreachable else remaining):
+                self._give_up()
+                return True
             if error.unreachable and self.reachable():
                 logger.info("%s answers again; retrying now", self.url)
                 return False
-        if self._abort.is_set():
-            self._give_up()
-            return True
         return False
 
     def _backoff(self, attempt: int) -> float:

@@ -92,7 +92,6 @@ class HttpReceiver:
                 inbuf_overflow=BODY_IN_MEMORY_BYTES,
                 ident="jobtrail-processor",
                 expose_tracebacks=False,
-                clear_untrusted_proxy_headers=False,
             )
         except OSError as error:
             raise OSError(f"cannot listen on {config.http_listen} (HTTP): {error.strerror or error}") from None
@@ -103,7 +102,8 @@ class HttpReceiver:
         self._thread.start()
 
     def stop(self) -> None:
-        """Close the listener and every connection, then let the worker threads finish what they were doing."""
+        """Close the listener and every connection (in the server's own loop), then stop the worker threads (each
+        finishes the request at hand, for up to 5 s)."""
         server = self._server
         socket_map = server._map  # waitress's own map of its sockets
 
