@@ -58,7 +58,10 @@ HELP = {
     EXPORT_QUEUE_SPANS: ("gauge", "Spans waiting in an exporter's queue, by exporter."),
     EXPORT_QUEUE_BYTES: ("gauge", "Serialized bytes waiting in an exporter's queue, by exporter."),
     EXPORT_BATCH_LIMIT_BYTES: ("gauge", "Current batch size limit (halves on a timeout, grows back), by exporter."),
-    EXPORT_STALLED: ("gauge", "1 while an exporter is unhealthy (nothing delivered for export_stall_seconds), else 0."),
+    EXPORT_STALLED: (
+        "gauge",
+        "1 while an exporter is unhealthy (loop gone, nothing delivered for export_stall_seconds, disk refusing).",
+    ),
     EXPORT_THREAD_RESTARTS: ("counter", "Export loops restarted after an unexpected error, by exporter."),
 }
 
