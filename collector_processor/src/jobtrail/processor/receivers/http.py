@@ -112,7 +112,10 @@ class HttpReceiver:
                 dispatcher.close()
 
         if self._thread.is_alive():
-            server.trigger.pull_trigger(close_all)  # runs in the server's own loop
+            try:
+                server.trigger.pull_trigger(close_all)  # runs in the server's own loop
+            except OSError:  # the loop's wake-up pipe is already closed: close from here, the loop then ends
+                close_all()
             self._thread.join(5.0)
         else:
             close_all()
