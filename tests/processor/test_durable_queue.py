@@ -9,6 +9,7 @@ import signal
 from collections import Counter
 
 from jobtrail.processor.exporters.disk_queue import DiskQueue
+from jobtrail.processor.hold_journal import HoldJournal
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from .builders import attempt_root, new_trace_id, request, span
@@ -139,3 +140,22 @@ def test_sigkill_keeps_held_spans_and_they_are_stitched_after_the_restart(grpc_d
     assert third.metric("jobtrail_processor_spans_held") == 0, "nothing replayed after a clean stop"
     assert third.terminate() == 0
     assert len(grpc_downstream.recorder.spans()) == 52
+
+
+def test_the_hold_journal_keeps_only_held_spans_until_their_window_is_over(tmp_path):
+    kept, held = span("sent on", new_trace_id()), span("held back", new_trace_id(), b"\x01" * 8)
+    incoming_request = request(kept, held)
+    journal = HoldJournal(str(tmp_path))
+    incoming = HoldJournal.incoming(incoming_request, None)
+    journal.record(incoming, request(kept), modified=True, now=100.0)
+    journal.record(HoldJournal.incoming(request(kept), None), request(kept), modified=False, now=100.5)
+    journal.commit_before(99.0)
+    journal.close()
+
+    reopened = HoldJournal(str(tmp_path))
+    (replayed,) = reopened.replay(now=5.0)
+    assert [s.name for s in replayed.resource_spans[0].scope_spans[0].spans] == ["held back"]
+    assert replayed.resource_spans[0].resource.attributes[0].value.string_value == "worker"
+    reopened.commit_before(5.0)
+    reopened.close()
+    assert HoldJournal(str(tmp_path)).replay(now=6.0) == []
