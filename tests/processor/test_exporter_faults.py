@@ -28,10 +28,11 @@ from jobtrail.processor.telemetry import (
     SPANS_EXPORT_DROPPED,
     SPANS_EXPORTED,
 )
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from tests.fixtures.otlp_receiver import GrpcTraceReceiver
 
 from .builders import new_trace_id, request, span
-from .conftest import GrpcDownstream, wait_for
+from .conftest import wait_for
 
 CONFIG = ProcessorConfig(retry_initial_backoff_seconds=0.5, retry_max_backoff_seconds=30.0)
 
@@ -90,7 +91,7 @@ def test_odd_retry_after_values_from_an_http_next_hop(http_downstream, start_pro
     assert processor.health() == []
 
 
-class RetryInfoDownstream(GrpcDownstream):
+class RetryInfoDownstream(GrpcTraceReceiver):
     """Refuses with RESOURCE_EXHAUSTED and the scripted RetryInfo delays (seconds), then accepts."""
 
     def __init__(self, delays: list[int]) -> None:
@@ -98,15 +99,14 @@ class RetryInfoDownstream(GrpcDownstream):
         self.delays = delays
 
     def Export(self, request, context):  # noqa: N802 - the generated service's name
-        self.calls += 1
         if self.delays:
+            self.calls += 1
             info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=self.delays.pop(0)))
             status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message="busy")
             status.details.add().Pack(info)
             context.set_trailing_metadata(((GRPC_STATUS_DETAILS_KEY, status.SerializeToString()),))
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "busy")
-        self.recorder.record(request)
-        return ExportTraceServiceResponse()
+        return super().Export(request, context)
 
 
 def test_odd_retry_info_from_a_grpc_next_hop(start_processor):
@@ -123,7 +123,7 @@ def test_odd_retry_info_from_a_grpc_next_hop(start_processor):
     assert processor.telemetry.value(SPANS_EXPORT_DROPPED) == 0
 
 
-class SlowNextHop(GrpcDownstream):
+class SlowNextHop(GrpcTraceReceiver):
     """Takes ``per_span`` seconds per span and still processes a request after the client's deadline passed (as
     a real overloaded next hop does): the only source of duplicates."""
 
@@ -132,16 +132,16 @@ class SlowNextHop(GrpcDownstream):
         self.per_span = per_span
         self.late: list[str] = []
         self.sizes: list[int] = []
+        self._lock = threading.Lock()
 
     def Export(self, request, context):  # noqa: N802 - the generated service's name
         names = [s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
         time.sleep(self.per_span * len(names))
-        with self.recorder.lock:
+        with self._lock:
             self.sizes.append(len(names))
             if not context.is_active():
                 self.late.extend(names)
-        self.recorder.record(request)
-        return ExportTraceServiceResponse()
+        return super().Export(request, context)
 
 
 def test_a_batch_that_times_out_goes_out_smaller_and_every_span_arrives(start_processor):

@@ -13,8 +13,10 @@ from collections import Counter
 
 import pytest
 
+from tests.fixtures.otlp_receiver import GrpcTraceReceiver, HttpTraceReceiver
+
 from .builders import new_trace_id, request, span
-from .conftest import GrpcDownstream, HttpDownstream, wait_for
+from .conftest import wait_for
 from .test_exporter_faults import SlowNextHop
 
 pytestmark = pytest.mark.slow
@@ -98,8 +100,7 @@ def test_slow_uploads_cannot_exhaust_memory_or_threads(grpc_downstream, processo
 def test_delivery_resumes_within_seconds_after_an_outage(processor_process):
     """Both kinds of next hop down for 20 s (long enough for the backoff to reach 16 s; the issue's 60 s outage
     behaves the same, the backoff is capped at 30 s) come back: delivery resumes within a few seconds."""
-    grpc_hop, http_hop = GrpcDownstream(), HttpDownstream()
-    grpc_hop.start()
+    grpc_hop, http_hop = GrpcTraceReceiver().start(), HttpTraceReceiver().start()
     try:
         processor = processor_process("--export-to", grpc_hop.url, "--export-to", http_hop.url)
         grpc_hop.stop()
