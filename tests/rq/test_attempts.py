@@ -111,6 +111,30 @@ def test_each_attempt_is_a_root_span_linked_to_the_enqueue_and_the_attempt_befor
     )
 
 
+def test_each_attempt_starts_with_a_pickup_marker(queue, span_exporter):
+    job, _ = enqueue_in_request(queue, jobs.fail_first, counter_key(), 1, retry=Retry(max=1))
+    assert work_until_done(queue, job) == JobStatus.FINISHED
+
+    (send,) = named(span_exporter, f"send {queue.name}")
+    attempts = attempt_spans(span_exporter, job)
+    markers = named(span_exporter, f"pickup {queue.name}")
+    assert len(markers) == len(attempts) == 2
+    for marker, attempt in zip(sorted(markers, key=lambda m: m.attributes[ATTR_JOB_ATTEMPT]), attempts, strict=True):
+        assert marker.kind == SpanKind.INTERNAL
+        assert marker.parent.span_id == attempt.context.span_id
+        assert marker.context.trace_id == attempt.context.trace_id
+        assert marker.start_time == marker.end_time == attempt.start_time
+        assert link_types(marker) == [(LINK_TYPE_ENQUEUED_BY, send.context.span_id)]
+        assert dict(marker.attributes) == {
+            "messaging.system": "rq",
+            "messaging.destination.name": queue.name,
+            "messaging.message.id": job.id,
+            ATTR_JOB_ATTEMPT: attempt.attributes[ATTR_JOB_ATTEMPT],
+            ATTR_REQUEST_ID: REQUEST_ID,
+        }
+        assert marker.end_time < attempt.end_time
+
+
 def test_interval_retry_runs_through_the_scheduler_and_reports_when(queue, span_exporter):
     job, _ = enqueue_in_request(queue, jobs.fail_first, counter_key(), 1, retry=Retry(max=2, interval=1))
     assert work_until_done(queue, job) == JobStatus.FINISHED
@@ -184,6 +208,8 @@ def test_propagation_child_and_none(propagation, queue, span_exporter, tracer_pr
     (send,) = named(span_exporter, f"send {queue.name}")
     (attempt,) = attempt_spans(span_exporter, job)
     assert not attempt.links
+    (marker,) = named(span_exporter, f"pickup {queue.name}")
+    assert not marker.links and marker.parent.span_id == attempt.context.span_id
     if propagation == "child":
         assert attempt.parent.span_id == send.context.span_id
         assert attempt.context.trace_id == send.context.trace_id

@@ -102,6 +102,14 @@ def process_span_name(queue: str) -> str:
     return f"{OPERATION_PROCESS} {queue}"
 
 
+PICKUP = "pickup"
+
+
+def pickup_span_name(queue: str) -> str:
+    """Name of the zero-duration INTERNAL marker a worker emits when an attempt starts."""
+    return f"{PICKUP} {queue}"
+
+
 # --- propagation modes -------------------------------------------------------
 PROPAGATION_LINK = "link"
 PROPAGATION_CHILD = "child"

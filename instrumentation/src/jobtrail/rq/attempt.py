@@ -60,6 +60,7 @@ from jobtrail.conventions import (
     PROPAGATION_LINK,
     PROPAGATION_NONE,
     REQUEST_ID_BAGGAGE_KEY,
+    pickup_span_name,
     process_span_name,
 )
 from jobtrail.logs import job_log_scope
@@ -76,6 +77,14 @@ _log = logging.getLogger("jobtrail.rq")
 ERROR_TYPE_HORSE_TERMINATED = "work_horse_terminated"
 ERROR_TYPE_STOPPED = "job_stopped"
 _MAX_ERROR_MESSAGE = 1024
+_MARKER_ATTRIBUTES = (
+    ATTR_MESSAGING_SYSTEM,
+    ATTR_MESSAGING_DESTINATION_NAME,
+    ATTR_MESSAGING_MESSAGE_ID,
+    ATTR_JOB_ATTEMPT,
+    ATTR_REQUEST_ID,
+)
+"""What the pickup marker repeats from its attempt: enough to find the job and its request while it runs."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,10 @@ class Attempt:
         self._outcome: str | None = None
         self._retries_left: int | None = None
         creation = extract_creation_context(job.id, job.meta) if propagation != PROPAGATION_NONE else None
-        parent, links = _parent_and_links(creation, propagation, self.record)
+        parent, enqueued_by = _parent_and_creator_link(creation, propagation)
+        links = [enqueued_by] if enqueued_by is not None else []
+        if self.record.last_span is not None:
+            links.append(Link(self.record.last_span, {ATTR_LINK_TYPE: LINK_TYPE_RETRY_OF}))
         request_id = baggage.get_baggage(REQUEST_ID_BAGGAGE_KEY, parent)
         attributes: dict[str, Any] = {
             ATTR_MESSAGING_SYSTEM: MESSAGING_SYSTEM_RQ,
@@ -136,19 +148,42 @@ class Attempt:
             attributes[ATTR_JOB_FUNC_NAME] = func_name
         if request_id is not None:
             attributes[ATTR_REQUEST_ID] = str(request_id)
-        start_s = start_time_ns / 1e9 if start_time_ns is not None else time.time()
+        self.start_time_ns = start_time_ns if start_time_ns is not None else time.time_ns()
         runnable_at = _runnable_at(job, self.record)
         if runnable_at is not None:
-            attributes[ATTR_JOB_QUEUE_WAIT_MS] = max(0.0, (start_s - runnable_at) * 1000.0)
+            attributes[ATTR_JOB_QUEUE_WAIT_MS] = max(0.0, (self.start_time_ns / 1e9 - runnable_at) * 1000.0)
         self.span = tracer.start_span(
             process_span_name(job.origin),
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
             links=links,
-            start_time=start_time_ns,
+            start_time=self.start_time_ns,
         )
         self.context = trace.set_span_in_context(self.span, parent)
+        self._tracer = tracer
+        self._queue = job.origin
+        self._enqueued_by = enqueued_by
+        self._marker_attributes = {key: attributes[key] for key in _MARKER_ATTRIBUTES if key in attributes}
+
+    def mark_pickup(self) -> None:
+        """The zero-duration ``pickup {queue}`` marker: ended now, so it is exported long before the attempt span.
+
+        It carries the attempt's ``enqueued_by`` link, so the collector processor can route the attempt's trace
+        (and show the attempt as running) while the job is still going.
+        """
+        try:
+            marker = self._tracer.start_span(
+                pickup_span_name(self._queue),
+                context=self.context,
+                kind=SpanKind.INTERNAL,
+                attributes=self._marker_attributes,
+                links=[self._enqueued_by] if self._enqueued_by is not None else None,
+                start_time=self.start_time_ns,
+            )
+            marker.end(end_time=self.start_time_ns)
+        except Exception:  # the attempt span and the job go on without it
+            _log.warning("job %s: could not record its pickup marker", self.job_id, exc_info=True)
 
     @property
     def decided(self) -> bool:
@@ -243,6 +278,7 @@ class WorkerHooks:
         job = call_argument(args, kwargs, 0, "job")
         try:
             attempt = Attempt(self._tracer, job, worker, self._propagation)
+            attempt.mark_pickup()
         except Exception:  # never let tracing change the job
             _log.warning("job %s: could not start its attempt span", getattr(job, "id", "?"), exc_info=True)
             return wrapped(*args, **kwargs)
@@ -330,21 +366,17 @@ class WorkerHooks:
         return wrapped(*args, **kwargs)
 
 
-def _parent_and_links(creation: Context | None, propagation: str, record: AttemptRecord) -> tuple[Context, list[Link]]:
+def _parent_and_creator_link(creation: Context | None, propagation: str) -> tuple[Context, Link | None]:
     """A new trace root linked to the creation context (``link``), its child (``child``), or neither."""
-    links: list[Link] = []
     if creation is None:
-        parent = Context()
-    elif propagation == PROPAGATION_CHILD:
-        parent = creation
-    else:
-        creator = trace.get_current_span(creation).get_span_context()
-        if propagation == PROPAGATION_LINK and creator.is_valid:
-            links.append(Link(creator, {ATTR_LINK_TYPE: LINK_TYPE_ENQUEUED_BY}))
-        parent = trace.set_span_in_context(INVALID_SPAN, creation)  # a new root that keeps the baggage
-    if record.last_span is not None:
-        links.append(Link(record.last_span, {ATTR_LINK_TYPE: LINK_TYPE_RETRY_OF}))
-    return parent, links
+        return Context(), None
+    if propagation == PROPAGATION_CHILD:
+        return creation, None
+    parent = trace.set_span_in_context(INVALID_SPAN, creation)  # a new root that keeps the baggage
+    creator = trace.get_current_span(creation).get_span_context()
+    if propagation == PROPAGATION_LINK and creator.is_valid:
+        return parent, Link(creator, {ATTR_LINK_TYPE: LINK_TYPE_ENQUEUED_BY})
+    return parent, None
 
 
 def _runnable_at(job: Job, record: AttemptRecord) -> float | None:
