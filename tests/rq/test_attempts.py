@@ -234,27 +234,33 @@ def test_job_from_an_uninstrumented_producer_runs_with_an_unlinked_attempt(queue
 
 
 @pytest.mark.parametrize(
-    ("key", "garbage"),
+    ("key", "garbage", "attempt_number"),
     [
-        (JOB_META_CARRIER_KEY, "00-not-a-dict"),
-        (JOB_META_CARRIER_KEY, {"traceparent": "00-zzzz-yyyy-01"}),
-        (JOB_META_CARRIER_KEY, {"traceparent": 42}),
-        (JOB_META_CARRIER_KEY, {"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01"}),
-        (JOB_META_ATTEMPTS_KEY, "junk"),
-        (JOB_META_ATTEMPTS_KEY, {"attempts": -3}),
-        (JOB_META_ATTEMPTS_KEY, {"attempts": 1, "last_span": {"trace_id": "zz"}}),
+        (JOB_META_CARRIER_KEY, "00-not-a-dict", 1),
+        (JOB_META_CARRIER_KEY, {"traceparent": "00-zzzz-yyyy-01"}, 1),
+        (JOB_META_CARRIER_KEY, {"traceparent": 42}, 1),
+        (JOB_META_CARRIER_KEY, {"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01"}, 1),
+        (JOB_META_ATTEMPTS_KEY, "junk", 1),
+        (JOB_META_ATTEMPTS_KEY, {"attempts": -3}, 1),
+        (JOB_META_ATTEMPTS_KEY, {"attempts": 1, "last_span": {"trace_id": "zz"}}, 2),  # the usable count is kept
+        (JOB_META_ATTEMPTS_KEY, {"attempts": 10**30}, 1),
+        (JOB_META_ATTEMPTS_KEY, {"last_span": {"trace_id": "1" * 32, "span_id": "2" * 16, "flags": float("inf")}}, 1),
+        (JOB_META_ATTEMPTS_KEY, {"runnable_at": 10**400}, 1),
+        (JOB_META_ATTEMPTS_KEY, {"runnable_at": -1e300}, 1),
+        (JOB_META_ATTEMPTS_KEY, {"runnable_at": float("nan"), "final": "yes"}, 1),
     ],
 )
-def test_garbage_in_job_meta_is_ignored_with_one_warning(key, garbage, queue, span_exporter, caplog):
+def test_garbage_in_job_meta_is_ignored_with_one_warning(key, garbage, attempt_number, queue, span_exporter, caplog):
     job = queue.enqueue(jobs.add, 20, 22)
     job.meta.pop(JOB_META_CARRIER_KEY, None)  # only the garbage under test decides the links
     job.meta[key] = garbage
     job.save_meta()
-    with caplog.at_level(logging.WARNING, logger="jobtrail.rq.carrier"):
+    with caplog.at_level(logging.WARNING, logger="jobtrail.rq"):
         assert work_until_done(queue, job) == JobStatus.FINISHED
     assert job.return_value() == 42
     (attempt,) = attempt_spans(span_exporter, job)
-    assert attempt.attributes[ATTR_JOB_ATTEMPT] == 1
+    assert attempt.attributes[ATTR_JOB_ATTEMPT] == attempt_number
     assert not attempt.links
-    warnings = [r.getMessage() for r in caplog.records if r.name == "jobtrail.rq.carrier"]
+    assert 0 <= attempt.attributes[ATTR_JOB_QUEUE_WAIT_MS] < 60_000
+    warnings = [r.getMessage() for r in caplog.records if r.name == "jobtrail.rq" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and job.id in warnings[0]

@@ -18,10 +18,9 @@ from tests.fixtures.otlp_receiver import attributes_of
 from tests.rq import jobs
 from tests.rq.conftest import REPO, named
 
-PATCHED = [
-    (Queue, name)
-    for name in ("enqueue", "enqueue_call", "enqueue_many", "enqueue_at", "enqueue_in", "enqueue_job", "create_job")
-] + [(BaseWorker, name) for name in ("perform_job", "handle_job_failure", "handle_job_retry")]
+PATCHED = [(Queue, name) for name in ("enqueue_call", "enqueue_many", "enqueue_at", "enqueue_job", "create_job")] + [
+    (BaseWorker, name) for name in ("perform_job", "handle_job_failure", "handle_job_retry")
+]
 
 
 def test_uninstrument_restores_rq_exactly(tracer_provider):
