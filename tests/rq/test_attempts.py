@@ -14,6 +14,8 @@ from jobtrail.conventions import (
     ATTR_JOB_ATTEMPT,
     ATTR_JOB_OUTCOME,
     ATTR_JOB_QUEUE_WAIT_MS,
+    ATTR_JOB_REQUEUED,
+    ATTR_JOB_REQUEUED_AT,
     ATTR_JOB_RETRIES_LEFT,
     ATTR_LINK_TYPE,
     ATTR_REQUEST_ID,
@@ -36,7 +38,8 @@ from opentelemetry import baggage, context, trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from rq import Queue, Retry
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
 
 from tests.rq import jobs
 from tests.rq.conftest import attempt_spans, counter_key, named, work_until_done
@@ -264,3 +267,32 @@ def test_garbage_in_job_meta_is_ignored_with_one_warning(key, garbage, attempt_n
     assert 0 <= attempt.attributes[ATTR_JOB_QUEUE_WAIT_MS] < 60_000
     warnings = [r.getMessage() for r in caplog.records if r.name == "jobtrail.rq" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and job.id in warnings[0]
+
+
+def test_attempt_numbers_go_on_across_operator_requeues(queue, span_exporter):
+    job, _ = enqueue_in_request(queue, jobs.always_fail, "still broken", retry=Retry(max=1))
+    assert work_until_done(queue, job) == JobStatus.FAILED
+    FailedJobRegistry(queue=queue).requeue(job.id)
+    assert work_until_done(queue, job) == JobStatus.FAILED
+    Job.fetch(job.id, connection=queue.connection).requeue()
+    assert work_until_done(queue, job) == JobStatus.FAILED
+
+    attempts = attempt_spans(span_exporter, job)
+    assert [a.attributes[ATTR_JOB_ATTEMPT] for a in attempts] == [1, 2, 3, 4]
+    assert [a.attributes.get(ATTR_JOB_REQUEUED, False) for a in attempts] == [False, False, True, True]
+    for previous, requeued in ((attempts[1], attempts[2]), (attempts[2], attempts[3])):
+        requeued_at = datetime.fromisoformat(requeued.attributes[ATTR_JOB_REQUEUED_AT]).timestamp() * 1e9
+        assert previous.end_time <= requeued_at <= requeued.start_time
+        assert link_types(requeued)[1] == (LINK_TYPE_RETRY_OF, previous.context.span_id)
+        assert 0 <= requeued.attributes[ATTR_JOB_QUEUE_WAIT_MS] <= (requeued.start_time - requeued_at) / 1e6 + 1
+    assert [a.attributes[ATTR_JOB_OUTCOME] for a in attempts] == [OUTCOME_RETRY_SCHEDULED] + [OUTCOME_FAILED] * 3
+    assert events(attempts[3], EVENT_JOB_FAILED)[0][ATTR_FIRST_ERROR_TYPE] == "ValueError"
+
+
+def test_a_requeue_keeps_what_the_job_saved_in_its_meta(queue, span_exporter):
+    job, _ = enqueue_in_request(queue, jobs.save_progress_then_fail, "halfway")
+    assert work_until_done(queue, job) == JobStatus.FAILED
+    assert Job.fetch(job.id, connection=queue.connection).meta["progress"] == "halfway"
+    FailedJobRegistry(queue=queue).requeue(job.id)
+    assert work_until_done(queue, job) == JobStatus.FAILED
+    assert [a.attributes[ATTR_JOB_ATTEMPT] for a in attempt_spans(span_exporter, job)] == [1, 2]

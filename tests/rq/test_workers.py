@@ -6,6 +6,8 @@ real gRPC receiver, and that a horse killed mid-job or stopped on request is rec
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from jobtrail.conventions import (
     ATTR_ERROR_TYPE,
@@ -21,13 +23,13 @@ from jobtrail.conventions import (
     OUTCOME_SUCCEEDED,
 )
 from jobtrail.rq.attempt import ERROR_TYPE_HORSE_TERMINATED, ERROR_TYPE_STOPPED
-from rq import Retry
+from rq import Queue, Retry, Worker
 from rq.command import send_stop_job_command
 from rq.job import JobStatus
 
 from tests.fixtures.otlp_receiver import attributes_of
 from tests.rq import jobs
-from tests.rq.conftest import counter_key, named, wait_for_status
+from tests.rq.conftest import closed_port, counter_key, named, wait_for_status
 
 pytestmark = [pytest.mark.usefixtures("instrumented"), pytest.mark.slow]
 STATUS_ERROR = 2  # opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR
@@ -128,3 +130,32 @@ def test_the_pickup_marker_is_exported_while_the_attempt_still_runs(
     worker.stop()
     (attempt,) = attempts_of(grpc_receiver.wait_for(lambda spans: attempts_of(spans, job.id)), job.id)
     assert_marks_its_attempt(marker, attempt)
+
+
+def run_jobs_timed(queue, worker_process, endpoint: str, count: int) -> tuple[float, str]:
+    """Seconds per job for ``count`` jobs through a real forking worker exporting to ``endpoint``; its output."""
+    worker = worker_process("Worker", queue.name, endpoint=endpoint)
+    deadline = time.monotonic() + 30
+    while not Worker.all(queue=queue):
+        assert time.monotonic() < deadline, "the worker never registered"
+        time.sleep(0.05)
+    start = time.monotonic()
+    enqueued = [queue.enqueue(jobs.add, n, n) for n in range(count)]
+    for job in enqueued:
+        assert wait_for_status(job, {JobStatus.FINISHED, JobStatus.FAILED}) == JobStatus.FINISHED
+    per_job = (time.monotonic() - start) / count
+    return per_job, worker.stop()
+
+
+def test_a_dead_collector_does_not_slow_a_forking_worker(redis_conn, grpc_receiver, worker_process):
+    """Dead endpoint: one horse waits the flush bound, the next ones not at all; alive: no span lost."""
+    count = 40
+    alive, _ = run_jobs_timed(Queue("alive", connection=redis_conn), worker_process, grpc_receiver.endpoint, count)
+    spans = grpc_receiver.wait_for(lambda spans: len([s for s in spans if s.name == "process alive"]) == count)
+    assert len([s for s in spans if s.name == "pickup alive"]) == count
+    assert len([s for s in spans if s.name == jobs.STEP_SPAN]) == count
+
+    dead_endpoint = f"http://127.0.0.1:{closed_port()}"
+    dead, output = run_jobs_timed(Queue("dead", connection=redis_conn), worker_process, dead_endpoint, count)
+    assert dead - alive < 0.100, f"{dead * 1000:.0f} ms per job with the collector dead, {alive * 1000:.0f} ms alive"
+    assert output.count("span export did not finish within 2000 ms, 3 spans of this work horse not sent") == 1
