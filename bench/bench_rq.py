@@ -4,7 +4,8 @@ Four setups, each measured once per round, in an order that rotates from round t
 the machine's speed hits them alike: bare rq; a no-op tracer provider (jobtrail's own plumbing alone);
 SDK spans with no exporter; a BatchSpanProcessor with the OTLP/gRPC exporter sending to a real local
 receiver (what a service runs). Each round's time is divided by the same round's bare time; the table
-gives those per-round ratios' min/median/max. Cases, per job:
+gives those per-round ratios' min/median/max, and the ratio of each setup's fastest round to bare rq's
+fastest (the least disturbed estimate on a busy machine; in case order). Cases, per job:
 
 1. enqueue: ``Queue.enqueue`` per call;
 2. drain: a ``SimpleWorker`` (burst) running the queued jobs;
@@ -134,10 +135,13 @@ def report(results: list[dict[str, dict]], jobs: int, spans_received: int) -> No
     print(f"rq instrumentation: {jobs} jobs per round, {len(results)} paired rounds in rotating order, SimpleWorker")
     print("per-round ratio to bare rq in the same round: min median max")
     for cases, clock in ((CASES, "wall clock"), (CPU_CASES, "CPU time, app process + Redis server")):
-        print(f"{clock:32}" + "".join(f"{case.removesuffix(' cpu'):>24}" for case in cases))
+        print(f"{clock:32}" + "".join(f"{case.removesuffix(' cpu'):>24}" for case in cases) + f"{'fastest rounds':>24}")
         for setup in setups:
             cells = [summary([r[setup][case] / r[BARE][case] for r in results]) for case in cases]
-            print(f"{setup:32}" + "".join(f"{cell:>24}" for cell in cells))
+            fastest = [min(r[setup][case] for r in results) / min(r[BARE][case] for r in results) for case in cases]
+            print(
+                f"{setup:32}" + "".join(f"{cell:>24}" for cell in cells) + " " + " ".join(f"{f:7.3f}" for f in fastest)
+            )
     print(
         "median microseconds per job (bare): "
         + ", ".join(f"{case} {statistics.median(r[BARE][case] for r in results) * 1e6:.0f}" for case in CASES)
