@@ -13,6 +13,7 @@ from jobtrail.conventions import (
     ATTR_ERROR_TYPE,
     ATTR_JOB_ATTEMPT,
     ATTR_JOB_OUTCOME,
+    ATTR_JOB_REQUEUED,
     ATTR_LINK_TYPE,
     ATTR_MESSAGING_MESSAGE_ID,
     LINK_TYPE_ENQUEUED_BY,
@@ -26,7 +27,7 @@ from jobtrail.rq.attempt import ERROR_TYPE_HORSE_TERMINATED, ERROR_TYPE_STOPPED
 from rq import Queue, Retry, Worker
 from rq.command import send_stop_job_command
 from rq.job import JobStatus
-from rq.registry import FinishedJobRegistry
+from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
 from tests.fixtures.otlp_receiver import attributes_of
 from tests.rq import jobs
@@ -164,3 +165,18 @@ def test_a_dead_collector_does_not_slow_a_forking_worker(redis_conn, grpc_receiv
     assert len([s for s in spans if s.name == "pickup alive"]) == count
     assert len([s for s in spans if s.name == jobs.STEP_SPAN]) == count
     assert not [s for s in spans if s.name.endswith(" dead")]
+
+
+def test_a_requeued_job_counts_on_in_a_forking_worker(queue, grpc_receiver, worker_process):
+    job = queue.enqueue(jobs.always_fail, "broken")
+    worker = worker_process("Worker", queue.name)
+    assert wait_for_status(job, {JobStatus.FAILED, JobStatus.FINISHED}) == JobStatus.FAILED
+    FailedJobRegistry(queue=queue).requeue(job.id)
+    assert wait_for_status(job, {JobStatus.FAILED, JobStatus.FINISHED}) == JobStatus.FAILED
+    worker.stop()
+
+    first, second = attempts_of(grpc_receiver.wait_for(lambda spans: len(attempts_of(spans, job.id)) == 2), job.id)
+    assert [attributes_of(a)[ATTR_JOB_ATTEMPT] for a in (first, second)] == [1, 2]
+    assert ATTR_JOB_REQUEUED not in attributes_of(first)
+    assert attributes_of(second)[ATTR_JOB_REQUEUED] is True
+    assert second.links[1].span_id == first.span_id
