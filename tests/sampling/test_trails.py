@@ -26,6 +26,7 @@ from jobtrail.conventions import (
     ATTR_MESSAGING_MESSAGE_ID,
     ATTR_STITCHED_ORIGINAL_TRACE_ID,
     SAMPLER_NAME,
+    pickup_span_name,
     process_span_name,
     send_span_name,
 )
@@ -83,9 +84,10 @@ def count_trails(requests: list[Request], spans: list[Span], queue: str) -> Trai
     for span in by_name.get(process_span_name(queue), []):
         attempts.setdefault(str(attributes_of(span)[ATTR_MESSAGING_MESSAGE_ID]), []).append(span)
     steps = Counter((span.trace_id, span.parent_span_id) for span in by_name.get(STEP_SPAN, []))
+    markers = Counter((span.trace_id, span.parent_span_id) for span in by_name.get(pickup_span_name(queue), []))
 
     def complete(request: Request) -> bool:
-        """The request's trace holds its send span, every attempt under it, and each attempt's own span."""
+        """The request's trace holds its send span, every attempt under it, each with its pickup marker and own span."""
         root, send = request_spans.get(request.trace_id), sends.get(request.trace_id)
         kept = sorted(attempts.get(request.job_id, []), key=lambda span: attributes_of(span)[ATTR_JOB_ATTEMPT])
         return (
@@ -95,6 +97,7 @@ def count_trails(requests: list[Request], spans: list[Span], queue: str) -> Trai
             and [attributes_of(span)[ATTR_JOB_ATTEMPT] for span in kept] == list(range(1, request.attempts + 1))
             and all(span.trace_id == root.trace_id and span.parent_span_id == send.span_id for span in kept)
             and all(steps[(root.trace_id, span.span_id)] == 1 for span in kept)
+            and all(markers[(root.trace_id, span.span_id)] == 1 for span in kept)
         )
 
     sampled = [request for request in requests if request.sampled]
@@ -172,7 +175,7 @@ def test_jobtrail_sampler_keeps_every_sampled_trail_whole_and_nothing_else(redis
     assert trails.exported_attempts == sum(request.attempts for request in requests if request.sampled)
     counters = processor.stopped_counters()
     stitched = [span for span in spans if ATTR_STITCHED_ORIGINAL_TRACE_ID in attributes_of(span)]
-    assert len(stitched) >= 2 * trails.exported_attempts  # each attempt and the job's own span, at least
+    assert len(stitched) == 3 * trails.exported_attempts  # each attempt, its pickup marker and the job's own span
     assert counters["spans_stitched_total"] == len(stitched)
     assert counters[f"spans_forwarded_unchanged_total{{reason={REASON_WINDOW_EXPIRED}}}"] == 0
     assert counters["spans_rejected_total"] == 0
