@@ -11,7 +11,8 @@ from jobtrail.conventions import (
     OPERATION_PROCESS,
 )
 from jobtrail.processor.config import STITCH_RULE_JOBTRAIL, STITCH_RULE_MESSAGING
-from jobtrail.processor.hold import HELD_SPAN_OVERHEAD_BYTES, HoldStore
+from jobtrail.processor.decision_cache import DecisionCache
+from jobtrail.processor.span_store import SpanStore
 from jobtrail.processor.stitch import (
     REASON_HOLD_FULL,
     REASON_NO_JOB_LINK,
@@ -31,7 +32,7 @@ def stitcher(
     max_held: int = 1000,
     max_held_bytes: int = 1 << 30,
 ) -> Stitcher:
-    return Stitcher(HoldStore(hold, ttl, max_held, 10_000, max_held_bytes=max_held_bytes), rule)
+    return Stitcher(SpanStore(hold, max_held, max_held_bytes), DecisionCache(ttl, 10_000), rule)
 
 
 def by_name(spans: list[Span]) -> dict[str, Span]:
@@ -70,7 +71,7 @@ def test_children_before_their_root_are_held_then_stitched_with_it() -> None:
 
     first = subject.process(request(grandchild, grandchild_parent, service="worker-a"), now=0.0)
     assert first.spans_out == 0 and spans_of(first.request) == []
-    assert subject.store.held_spans == 2
+    assert subject.spans.held_spans == 2
 
     second = subject.process(request(root, service="worker-b"), now=1.0)
     out = by_name(spans_of(second.request))
@@ -78,7 +79,7 @@ def test_children_before_their_root_are_held_then_stitched_with_it() -> None:
     assert {s.trace_id for s in out.values()} == {enqueue.trace_id}
     assert out["redis GET"].parent_span_id == grandchild_parent.span_id
     assert out["job work"].parent_span_id == root.span_id
-    assert second.stitched == 3 and subject.store.held_spans == 0
+    assert second.stitched == 3 and subject.spans.held_spans == 0
     services = {
         s.name: rs.resource.attributes[0].value.string_value
         for rs in second.request.resource_spans
@@ -98,7 +99,7 @@ def test_late_children_follow_the_remembered_mapping_at_once() -> None:
 
     (moved,) = spans_of(late.request)
     assert moved.trace_id == enqueue.trace_id and late.stitched == 1
-    assert subject.store.held_spans == 0
+    assert subject.spans.held_spans == 0
 
 
 def nested_jobs() -> tuple[Span, Span, Span, Span, Span]:
@@ -190,7 +191,7 @@ def test_hold_window_end_forwards_unchanged_and_counts_it() -> None:
     (out,) = spans_of(expired.request)
     assert out.SerializeToString() == orphan_bytes
     assert expired.unchanged == {REASON_WINDOW_EXPIRED: 1}
-    assert subject.store.held_spans == 0
+    assert subject.spans.held_spans == 0
 
 
 def test_retry_after_the_mapping_expired_is_stitched_from_its_own_link() -> None:
@@ -199,7 +200,7 @@ def test_retry_after_the_mapping_expired_is_stitched_from_its_own_link() -> None
     subject = stitcher(ttl=60.0)
     subject.process(request(first_attempt), now=0.0)
     subject.expire(now=120.0)
-    assert subject.store.mapping_count == 0
+    assert len(subject.decisions) == 0
 
     retry = attempt_root(enqueue, previous_attempt=first_attempt)
     retry_child = span("job work", retry.trace_id, retry.span_id)
@@ -223,23 +224,26 @@ def test_full_hold_store_forwards_the_oldest_trace_unchanged() -> None:
 
     assert sorted(s.name for s in spans_of(result.request)) == ["a1", "a2"]
     assert result.unchanged == {REASON_HOLD_FULL: 2}
-    assert subject.store.held_spans == 2
+    assert subject.spans.held_spans == 2
 
 
 def test_held_bytes_bound_forwards_the_oldest_trace_unchanged() -> None:
     oldest, newer = new_trace_id(), new_trace_id()
     first = [span("a1", oldest, b"\x01" * 8), span("a2", oldest, b"\x01" * 8)]
     second = [span("b1", newer, b"\x02" * 8), span("b2", newer, b"\x02" * 8)]
-    two_spans = sum(len(s.SerializeToString()) + HELD_SPAN_OVERHEAD_BYTES for s in first)
-    subject = stitcher(max_held=1000, max_held_bytes=two_spans + 10)
+    probe = stitcher()
+    probe.process(request(*first), now=0.0)
+    one_trace = probe.spans.held_bytes
+    assert one_trace > sum(len(s.SerializeToString()) for s in first), "resource, scope and bookkeeping count too"
+    subject = stitcher(max_held=1000, max_held_bytes=one_trace + 10)
     subject.process(request(*first), now=0.0)
-    assert subject.store.held_bytes == two_spans
+    assert subject.spans.held_bytes == one_trace
 
     result = subject.process(request(*second), now=0.1)
 
     assert sorted(s.name for s in spans_of(result.request)) == ["a1", "a2"]
     assert result.unchanged == {REASON_HOLD_FULL: 2}
-    assert subject.store.held_spans == 2 and subject.store.held_traces == 1
+    assert subject.spans.held_spans == 2 and subject.spans.held_traces == 1
 
 
 def test_a_trace_bigger_than_the_whole_store_goes_out_unchanged_at_once() -> None:
@@ -250,7 +254,7 @@ def test_a_trace_bigger_than_the_whole_store_goes_out_unchanged_at_once() -> Non
     result = subject.process(request(*family), now=0.0)
 
     assert len(spans_of(result.request)) == 4 and result.unchanged == {REASON_HOLD_FULL: 4}
-    assert subject.store.held_spans == 0 and subject.store.held_bytes == 0
+    assert subject.spans.held_spans == 0 and subject.spans.held_bytes == 0
 
 
 def test_spans_with_invalid_ids_are_rejected_and_the_rest_kept() -> None:
@@ -352,7 +356,7 @@ def test_drain_forwards_everything_held_unchanged() -> None:
     drained = subject.drain()
 
     assert sorted(s.name for s in spans_of(drained.request)) == ["x", "y"]
-    assert drained.unchanged == {REASON_SHUTDOWN: 2} and subject.store.held_spans == 0
+    assert drained.unchanged == {REASON_SHUTDOWN: 2} and subject.spans.held_spans == 0
 
 
 @settings(max_examples=60, deadline=None)
@@ -388,4 +392,4 @@ def test_every_span_comes_out_exactly_once_in_the_right_trace(plan, batch_size, 
     assert sorted(s.span_id for s in out) == sorted(expected_trace)
     assert {s.span_id: s.trace_id for s in out} == expected_trace
     assert totals["stitched"] + totals["unchanged"] == len(spans)
-    assert subject.store.held_spans == subject.store.held_bytes == subject.store.held_traces == 0
+    assert subject.spans.held_spans == subject.spans.held_bytes == subject.spans.held_traces == 0
