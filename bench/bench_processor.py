@@ -185,7 +185,7 @@ def stitch_all(payloads: list[bytes]) -> tuple[int, int]:
     stitcher = new_stitcher()
     stitched = out = 0
     for payload in payloads:
-        result = stitcher.process(ExportTraceServiceRequest.FromString(payload), 0.0)
+        result = stitcher.process(ExportTraceServiceRequest.FromString(payload), 0.0, payload)
         if result.modified:
             result.request.SerializeToString()
         stitched += result.stitched

@@ -119,7 +119,7 @@ class Pipeline:
                 self.telemetry.add(REQUESTS_REFUSED, reason=REFUSED_OVERLOADED)
                 why = f"export queue full ({', '.join(full)})" if full else "processor is shutting down"
                 raise Overloaded(f"{why}; retry later", self.config.retry_after_seconds)
-            result = self.stitcher.process(request, time.monotonic())
+            result = self.stitcher.process(request, time.monotonic(), original)
             self.telemetry.add(SPANS_RECEIVED, spans)
             self._forward(result, original)
         return result.rejected, result.rejected_reason

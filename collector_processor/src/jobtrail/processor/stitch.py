@@ -20,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 
-from jobtrail.conventions import ATTR_STITCHED_ORIGINAL_TRACE_ID, ATTR_STITCHED_PARENT_FROM_LINK
+from jobtrail.conventions import ATTR_STITCHED_ORIGINAL_TRACE_ID, ATTR_STITCHED_PARENT_FROM_LINK, LINK_TYPE_ENQUEUED_BY
+from jobtrail.processor.config import STITCH_RULE_JOBTRAIL
 from jobtrail.processor.decide import decide
 from jobtrail.processor.decision_cache import DecisionCache, TraceMapping
 from jobtrail.processor.rules import SPAN_ID_BYTES, TRACE_ID_BYTES, link_finder
@@ -29,7 +30,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-_PARENT_LENGTHS = (0, SPAN_ID_BYTES)
+_TRACE_ID_LENGTH = {TRACE_ID_BYTES}
+_SPAN_ID_LENGTH = {SPAN_ID_BYTES}
+_PARENT_LENGTHS = {0, SPAN_ID_BYTES}
+DECIDING_MARKER = LINK_TYPE_ENQUEUED_BY.encode()
+"""Bytes every deciding link of the ``jobtrail`` rule carries (the link attribute's value)."""
 _PARENT_FROM_LINK = KeyValue(key=ATTR_STITCHED_PARENT_FROM_LINK, value=AnyValue(bool_value=True))
 
 REASON_NO_JOB_LINK = "no_job_link"
@@ -66,7 +71,19 @@ class _Scan:
     claims: dict[bytes, TraceMapping | None] = field(default_factory=dict)
     """Per trace: the mapping its deciding span carries, or None when only its plain root is here."""
     trace_ids: set[bytes] = field(default_factory=set)
-    scopes: list[tuple[ResourceSpans, ScopeSpans, set[bytes]]] = field(default_factory=list)
+    scopes: list[_ScopeScan] = field(default_factory=list)
+
+
+@dataclass
+class _ScopeScan:
+    """One scope's valid spans with their trace ids (the wrappers are kept, so the apply walk reuses them)."""
+
+    resource_spans: ResourceSpans
+    scope_spans: ScopeSpans
+    spans: list[Span]
+    trace_ids: list[bytes]
+    parents: list[bytes]
+    distinct: set[bytes]
 
 
 class Stitcher:
@@ -76,11 +93,17 @@ class Stitcher:
         self.spans = spans
         self.decisions = decisions
         self._find_link = link_finder(rule)
+        self._marker = DECIDING_MARKER if rule == STITCH_RULE_JOBTRAIL else None
 
-    def process(self, request: ExportTraceServiceRequest, now: float) -> StitchResult:
-        """Stitch ``request`` in place; spans to hold are taken out, spans released by it appended."""
+    def process(self, request: ExportTraceServiceRequest, now: float, raw: bytes | None = None) -> StitchResult:
+        """Stitch ``request`` in place; spans to hold are taken out, spans released by it appended.
+
+        ``raw``, the request's protobuf bytes when at hand, lets the scan skip the links of most spans: with the
+        ``jobtrail`` rule a deciding link carries the ``enqueued_by`` marker, so the number of times those bytes
+        occur in ``raw`` bounds the number of deciding spans in the request.
+        """
         result = StitchResult(request)
-        scan = self._scan(request, result)
+        scan = self._scan(request, raw, result)
         decided = decide(scan.claims, scan.trace_ids, partial(self.decisions.get, now=now))
         self._apply(scan, decided, now, result)
         return result
@@ -99,42 +122,46 @@ class Stitcher:
         return result
 
     # --- 1. validate (and note what the request says) -----------------------------------------------
-    def _scan(self, request: ExportTraceServiceRequest, result: StitchResult) -> _Scan:
+    def _scan(self, request: ExportTraceServiceRequest, raw: bytes | None, result: StitchResult) -> _Scan:
+        """Take out spans with invalid ids, then note each trace's deciding span or plain root.
+
+        Parentless spans (attempt spans, plain roots) are checked as they come; the links of spans with a
+        parent (the pickup marker, a consumer span under a poll span) only when deciding links may be left."""
         scan = _Scan()
         claims = scan.claims
         find_link = self._find_link
+        found = 0
         for resource_spans in request.resource_spans:
             for scope_spans in resource_spans.scope_spans:
-                traces: set[bytes] = set()
-                add = traces.add
-                invalid: list[int] = []
-                for index, span in enumerate(scope_spans.spans):
-                    trace_id = span.trace_id
-                    parent = span.parent_span_id
-                    if (
-                        len(trace_id) != TRACE_ID_BYTES
-                        or len(span.span_id) != SPAN_ID_BYTES
-                        or len(parent) not in _PARENT_LENGTHS
-                    ):
-                        invalid.append(index)
-                        result.rejected_reason = _invalid_ids_message(span)
-                        continue
-                    add(trace_id)
-                    if parent and not span.links:
-                        continue
-                    link = find_link(span, trace_id)
+                spans = list(scope_spans.spans)
+                trace_ids = [span.trace_id for span in spans]
+                parents = [span.parent_span_id for span in spans]
+                if (
+                    set(map(len, trace_ids)) - _TRACE_ID_LENGTH
+                    or {len(span.span_id) for span in spans} - _SPAN_ID_LENGTH
+                    or set(map(len, parents)) - _PARENT_LENGTHS
+                ):
+                    spans, trace_ids, parents = _take_out_invalid(scope_spans, result)
+                if not spans:
+                    continue
+                for index in [index for index, parent in enumerate(parents) if not parent]:
+                    span, trace_id = spans[index], trace_ids[index]
+                    link = find_link(span, trace_id) if span.links else None
                     if link is not None:
                         claims[trace_id] = TraceMapping(link.trace_id, link.span_id)
-                    elif not parent and trace_id not in claims:
+                        found += 1
+                    elif trace_id not in claims:
                         claims[trace_id] = None
-                if invalid:
-                    result.rejected += len(invalid)
-                    result.modified = True
-                    for index in reversed(invalid):
-                        del scope_spans.spans[index]
-                if traces:
-                    scan.scopes.append((resource_spans, scope_spans, traces))
-                    scan.trace_ids |= traces
+                distinct = set(trace_ids)
+                scan.scopes.append(_ScopeScan(resource_spans, scope_spans, spans, trace_ids, parents, distinct))
+                scan.trace_ids |= distinct
+        if raw is None or self._marker is None or raw.count(self._marker) > found:
+            for scope in scan.scopes:
+                for span, trace_id in zip(scope.spans, scope.trace_ids, strict=True):
+                    if span.links and span.parent_span_id:
+                        link = find_link(span, trace_id)
+                        if link is not None:
+                            claims[trace_id] = TraceMapping(link.trace_id, link.span_id)
         return scan
 
     # --- 3. apply ------------------------------------------------------------------------------------
@@ -148,24 +175,24 @@ class Stitcher:
         released = [(trace_id, store.release(trace_id)) for trace_id in scan.claims if trace_id in store]
         passed = stitched = 0
         taken_out = False
-        for resource_spans, scope_spans, traces in scan.scopes:
-            spans = scope_spans.spans
-            if all(moves.get(trace_id, _UNDECIDED) is None for trace_id in traces):
-                passed += len(spans)
+        for scope in scan.scopes:
+            if all(moves.get(trace_id, _UNDECIDED) is None for trace_id in scope.distinct):
+                passed += len(scope.spans)
                 continue
             to_hold: dict[bytes, list[int]] = {}
-            for index, span in enumerate(spans):
-                trace_id = span.trace_id
+            for index, (span, trace_id, parent) in enumerate(
+                zip(scope.spans, scope.trace_ids, scope.parents, strict=True)
+            ):
                 move = moves.get(trace_id, _UNDECIDED)
                 if move is None:
                     passed += 1
                 elif move is _UNDECIDED:
                     to_hold.setdefault(trace_id, []).append(index)
                 else:
-                    move.apply(span)
+                    span.MergeFromString(move.child_delta if parent else move.root_delta)
                     stitched += 1
             if to_hold:
-                self._hold(resource_spans, scope_spans, to_hold, now)
+                self._hold(scope, to_hold, now)
                 taken_out = True
         result.stitched += stitched
         result.count_unchanged(REASON_NO_JOB_LINK, passed)
@@ -177,39 +204,40 @@ class Stitcher:
         _append(result, released, REASON_NO_JOB_LINK, moves)
         _append(result, store.make_room(), REASON_HOLD_FULL, {})
 
-    def _hold(
-        self, resource_spans: ResourceSpans, scope_spans: ScopeSpans, to_hold: dict[bytes, list[int]], now: float
-    ) -> None:
+    def _hold(self, scope: _ScopeScan, to_hold: dict[bytes, list[int]], now: float) -> None:
         """Keep the spans of undecided traces: one serialized ``ScopeSpans`` per trace, then take them out."""
-        spans = scope_spans.spans
+        spans, resource_spans, scope_spans = scope.spans, scope.resource_spans, scope.scope_spans
         resource = ResourceSpans(resource=resource_spans.resource, schema_url=resource_spans.schema_url)
         resource_bytes = resource.SerializeToString()
-        scope, schema_url = scope_spans.scope, scope_spans.schema_url
+        instrumentation_scope, schema_url = scope_spans.scope, scope_spans.schema_url
         held: list[int] = []
         for trace_id, indexes in to_hold.items():
-            group = ScopeSpans(scope=scope, schema_url=schema_url, spans=[spans[index] for index in indexes])
+            group = ScopeSpans(
+                scope=instrumentation_scope, schema_url=schema_url, spans=[spans[index] for index in indexes]
+            )
             self.spans.hold(trace_id, resource_bytes, group.SerializeToString(), len(indexes), now)
             held.extend(indexes)
         if len(held) == len(spans):
-            del spans[:]
+            del scope_spans.spans[:]
             return
         for index in sorted(held, reverse=True):
-            del spans[index]
+            del scope_spans.spans[index]
 
 
 class _Move:
-    """How the spans of one original trace move, built once per trace per request so that moving a span only
-    sets two bytes fields and appends ready ``KeyValue`` messages. (The decision cache keeps the compact
-    :class:`TraceMapping` instead: a prebuilt message per remembered trace would double its memory.)"""
+    """How the spans of one original trace move, built once per trace per request: moving a span is one
+    ``MergeFromString`` of a prebuilt delta (``trace_id`` := target, the stitch attributes appended; for a
+    parentless span also its parent), several times cheaper than setting fields and appending attributes one by
+    one. (The decision cache keeps the compact :class:`TraceMapping` instead: prebuilt deltas per remembered
+    trace would multiply its memory.)"""
 
-    __slots__ = ("target_trace_id", "link_span_id", "original_attribute")
+    __slots__ = ("child_delta", "root_delta")
 
     def __init__(self, original_trace_id: bytes, target_trace_id: bytes, link_span_id: bytes) -> None:
-        self.target_trace_id = target_trace_id
-        self.link_span_id = link_span_id
-        self.original_attribute = KeyValue(
-            key=ATTR_STITCHED_ORIGINAL_TRACE_ID, value=AnyValue(string_value=original_trace_id.hex())
+        self.child_delta = b"".join(
+            (_TRACE_ID_FIELD, target_trace_id, _ORIGINAL_ATTRIBUTE_FIELD, original_trace_id.hex().encode())
         )
+        self.root_delta = b"".join((self.child_delta, _PARENT_FIELD, link_span_id, _PARENT_FROM_LINK_FIELD))
 
     @classmethod
     def of(cls, original_trace_id: bytes, mapping: TraceMapping) -> _Move | None:
@@ -220,12 +248,27 @@ class _Move:
 
     def apply(self, span: Span) -> None:
         """Put one span into the target trace and say where it came from."""
-        span.trace_id = self.target_trace_id
-        span.attributes.append(self.original_attribute)
-        if not span.parent_span_id:
-            span.parent_span_id = self.link_span_id
-            span.attributes.append(_PARENT_FROM_LINK)
+        span.MergeFromString(self.child_delta if span.parent_span_id else self.root_delta)
 
+
+def _field_prefix(span: Span, value_length: int) -> bytes:
+    """The wire bytes of ``span``'s only field, without its last ``value_length`` bytes (the value itself)."""
+    return span.SerializeToString()[:-value_length]
+
+
+# Wire bytes of the fields a move merges into a span, made by protobuf itself once (fixed-size values only).
+_TRACE_ID_FIELD = _field_prefix(Span(trace_id=bytes(TRACE_ID_BYTES)), TRACE_ID_BYTES)
+_PARENT_FIELD = _field_prefix(Span(parent_span_id=bytes(SPAN_ID_BYTES)), SPAN_ID_BYTES)
+_ORIGINAL_HEX_LENGTH = 2 * TRACE_ID_BYTES
+_ORIGINAL_ATTRIBUTE_FIELD = _field_prefix(
+    Span(
+        attributes=[
+            KeyValue(key=ATTR_STITCHED_ORIGINAL_TRACE_ID, value=AnyValue(string_value="0" * _ORIGINAL_HEX_LENGTH))
+        ]
+    ),
+    _ORIGINAL_HEX_LENGTH,
+)
+_PARENT_FROM_LINK_FIELD = Span(attributes=[_PARENT_FROM_LINK]).SerializeToString()
 
 _UNDECIDED = _Move(b"", b"", b"")
 """``moves.get`` default, compared by identity: the trace is undecided, its spans wait (None: it passes through)."""
@@ -254,6 +297,24 @@ def _append(result: StitchResult, traces: Held, unchanged_reason: str, moves: di
                 result.stitched += count
             result.spans_out += count
     result.modified = True
+
+
+def _take_out_invalid(scope_spans: ScopeSpans, result: StitchResult) -> tuple[list[Span], list[bytes], list[bytes]]:
+    """Remove (and count) the spans of a scope whose ids have the wrong length; the rest, with their ids."""
+    invalid = [
+        index
+        for index, span in enumerate(scope_spans.spans)
+        if len(span.trace_id) != TRACE_ID_BYTES
+        or len(span.span_id) != SPAN_ID_BYTES
+        or len(span.parent_span_id) not in _PARENT_LENGTHS
+    ]
+    result.rejected += len(invalid)
+    result.rejected_reason = _invalid_ids_message(scope_spans.spans[invalid[-1]])
+    result.modified = True
+    for index in reversed(invalid):
+        del scope_spans.spans[index]
+    spans = list(scope_spans.spans)
+    return spans, [span.trace_id for span in spans], [span.parent_span_id for span in spans]
 
 
 def _invalid_ids_message(span: Span) -> str:
