@@ -393,3 +393,125 @@ def test_every_span_comes_out_exactly_once_in_the_right_trace(plan, batch_size, 
     assert {s.span_id: s.trace_id for s in out} == expected_trace
     assert totals["stitched"] + totals["unchanged"] == len(spans)
     assert subject.spans.held_spans == subject.spans.held_bytes == subject.spans.held_traces == 0
+
+
+def test_a_span_with_invalid_ids_decides_nothing() -> None:
+    """Ids are validated before any decision: a rejected span's ``enqueued_by`` link must not move its trace."""
+    enqueue = span("send default", new_trace_id(), kind=Span.SPAN_KIND_PRODUCER)
+    bad_root = attempt_root(enqueue)
+    bad_root.span_id = b"\x05" * 7
+    subject = stitcher()
+
+    result = subject.process(request(bad_root), now=0.0)
+
+    assert result.rejected == 1 and "got 16, 7 and 0" in result.rejected_reason
+    assert spans_of(result.request) == [] and len(subject.decisions) == 0
+    later = subject.process(request(span("job work", bad_root.trace_id, b"\x05" * 8)), now=1.0)
+    assert later.spans_out == 0 and subject.spans.held_spans == 1, "its trace is still undecided"
+
+
+def pickup_marker(attempt: Span, enqueue: Span) -> Span:
+    """The RQ pickup marker: zero duration, INTERNAL, child of the attempt span, same ``enqueued_by`` link."""
+    return span("pickup default", attempt.trace_id, attempt.span_id, links=[link(enqueue.trace_id, enqueue.span_id)])
+
+
+def test_the_pickup_marker_decides_a_long_attempt_long_before_it_ends() -> None:
+    enqueue = span("send default", new_trace_id(), kind=Span.SPAN_KIND_PRODUCER)
+    attempt = attempt_root(enqueue)
+    marker = pickup_marker(attempt, enqueue)
+    step = span("step", attempt.trace_id, attempt.span_id)
+    subject = stitcher(hold=2.0, ttl=60.0)
+
+    out = spans_of(subject.process(request(step, marker), now=0.0).request)
+    for now in range(30, 630, 30):  # a ten-minute job exporting a step every 30 s, with a 60 s decision TTL
+        assert spans_of(subject.expire(float(now)).request) == []
+        out += spans_of(subject.process(request(span("step", attempt.trace_id, attempt.span_id)), now).request)
+    out += spans_of(subject.process(request(attempt), now=660.0).request)
+
+    assert len(out) == 23 and {s.trace_id for s in out} == {enqueue.trace_id}
+    moved = by_name(out)
+    assert moved["pickup default"].parent_span_id == attempt.span_id
+    assert ATTR_STITCHED_PARENT_FROM_LINK not in attributes_of(moved["pickup default"])
+    assert moved["process default"].parent_span_id == enqueue.span_id
+    assert attributes_of(moved["process default"])[ATTR_STITCHED_PARENT_FROM_LINK] is True
+    assert subject.spans.held_spans == 0
+
+
+def test_spans_before_the_marker_in_the_same_request_follow_it() -> None:
+    enqueue = span("send default", new_trace_id())
+    attempt = attempt_root(enqueue)
+    steps = [span(f"step {i}", attempt.trace_id, attempt.span_id) for i in range(3)]
+
+    incoming = request(*steps, pickup_marker(attempt, enqueue), span("GET /", new_trace_id()))
+    raw = incoming.SerializeToString()
+
+    result = stitcher().process(incoming, now=0.0, raw=raw)
+
+    assert result.stitched == 4 and result.unchanged == {REASON_NO_JOB_LINK: 1}
+    assert {s.trace_id for s in spans_of(result.request) if s.name != "GET /"} == {enqueue.trace_id}
+
+
+def celery_run(parent_context: Span, name: str = "run/tasks.flaky") -> Span:
+    """What opentelemetry-instrumentation-celery emits with ``use_span_links=True``: a new root, CONSUMER, one
+    link without attributes, ``celery.action=run``, no ``messaging.operation.type``."""
+    return span(
+        name,
+        new_trace_id(),
+        kind=Span.SPAN_KIND_CONSUMER,
+        links=[Span.Link(trace_id=parent_context.trace_id, span_id=parent_context.span_id)],
+        attributes={"celery.action": "run", "celery.task_name": "tasks.flaky", "messaging.message.id": "t-1"},
+    )
+
+
+def test_celery_retries_follow_the_chain_into_the_request_trace() -> None:
+    """Each retry links to the ``apply_async`` span inside the previous attempt's trace: one trace in the end."""
+    request_root = span("POST /work", new_trace_id(), kind=Span.SPAN_KIND_SERVER)
+    publish = span("apply_async/tasks.flaky", request_root.trace_id, request_root.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    first = celery_run(publish)
+    republish_1 = span("apply_async/tasks.flaky", first.trace_id, first.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    second = celery_run(republish_1)
+    republish_2 = span("apply_async/tasks.flaky", second.trace_id, second.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    third = celery_run(republish_2)
+    subject = stitcher(STITCH_RULE_MESSAGING)
+
+    out = []
+    for batch in ((publish, request_root), (republish_1, first), (republish_2, second), (third,)):
+        out += spans_of(subject.process(request(*batch), now=0.0).request)
+
+    assert len(out) == 7 and {s.trace_id for s in out} == {request_root.trace_id}
+    moved = {s.span_id: s for s in out}
+    assert moved[second.span_id].parent_span_id == republish_1.span_id
+    assert moved[third.span_id].parent_span_id == republish_2.span_id
+    untouched = stitcher(STITCH_RULE_JOBTRAIL).process(request(first), now=0.0)
+    assert spans_of(untouched.request)[0].trace_id == first.trace_id, "the default rule leaves Celery alone"
+
+
+def test_the_messaging_rule_leaves_a_linked_server_root_and_batch_consumers_alone() -> None:
+    producer = span("publish", new_trace_id(), kind=Span.SPAN_KIND_PRODUCER)
+    other = span("publish", new_trace_id(), kind=Span.SPAN_KIND_PRODUCER)
+    one_link = [Span.Link(trace_id=producer.trace_id, span_id=producer.span_id)]
+    two_links = one_link + [Span.Link(trace_id=other.trace_id, span_id=other.span_id)]
+    server = span(
+        "GET /", new_trace_id(), kind=Span.SPAN_KIND_SERVER, links=one_link, attributes={"celery.action": "run"}
+    )
+    batch = span(
+        "process batch",
+        new_trace_id(),
+        kind=Span.SPAN_KIND_CONSUMER,
+        links=two_links,
+        attributes={ATTR_MESSAGING_OPERATION_TYPE: OPERATION_PROCESS},
+    )
+    celery_batch = span(
+        "run/tasks.many",
+        new_trace_id(),
+        kind=Span.SPAN_KIND_CONSUMER,
+        links=two_links,
+        attributes={"celery.action": "run"},
+    )
+    incoming = request(server, batch, celery_batch)
+    before = incoming.SerializeToString()
+
+    result = stitcher(STITCH_RULE_MESSAGING).process(incoming, now=0.0)
+
+    assert not result.modified and result.request.SerializeToString() == before
+    assert result.unchanged == {REASON_NO_JOB_LINK: 3}
