@@ -67,6 +67,8 @@ ATTR_EXCEPTION_MESSAGE = "exception.message"
 ATTR_MESSAGING_BATCH_MESSAGE_COUNT = "messaging.batch.message_count"
 MESSAGING_SYSTEM_RQ = "rq"
 OPERATION_SEND = "send"
+OPERATION_CREATE = "create"
+"""One per job of an ``enqueue_many`` batch: each job's own creation context (messaging semconv batch send)."""
 OPERATION_PROCESS = "process"
 
 # --- rq attributes and events ----------------------------------------------
@@ -77,6 +79,10 @@ ATTR_JOB_RETRIES_LEFT = "rq.job.retries_left"
 ATTR_JOB_QUEUE_WAIT_MS = "rq.job.queue_wait_ms"
 ATTR_WORKER_NAME = "rq.worker.name"
 ATTR_JOB_OUTCOME = "rq.job.outcome"
+ATTR_JOB_REQUEUED = "rq.job.requeued"
+"""True on an attempt that follows an operator requeue (``FailedJobRegistry.requeue``, ``job.requeue()``)."""
+ATTR_JOB_REQUEUED_AT = "rq.job.requeued_at"
+"""ISO 8601: when the requeue put the job back on its queue."""
 EVENT_RETRY_SCHEDULED = "rq.retry.scheduled"
 ATTR_RETRY_DELAY_S = "rq.retry.delay_s"
 ATTR_RETRY_NEXT_RUN_AT = "rq.retry.next_run_at"
@@ -97,10 +103,27 @@ def send_span_name(queue: str) -> str:
     return f"{OPERATION_SEND} {queue}"
 
 
+def create_span_name(queue: str) -> str:
+    """Name of the PRODUCER span that creates one job of a batch send."""
+    return f"{OPERATION_CREATE} {queue}"
+
+
 def process_span_name(queue: str) -> str:
     """Name of the CONSUMER span of one execution attempt."""
     return f"{OPERATION_PROCESS} {queue}"
 
+
+PICKUP = "pickup"
+
+
+def pickup_span_name(queue: str) -> str:
+    """Name of the zero-duration INTERNAL marker a worker emits when an attempt starts."""
+    return f"{PICKUP} {queue}"
+
+
+# --- metrics -------------------------------------------------------------------
+METRIC_HORSE_SPANS_UNSENT = "jobtrail.rq.horse.spans.unsent"
+"""Counter: spans a forking worker's job horse could not export before it exited (collector down or slow)."""
 
 # --- propagation modes -------------------------------------------------------
 PROPAGATION_LINK = "link"

@@ -44,12 +44,16 @@ from collections.abc import Collection
 from typing import Any
 
 from jobtrail.conventions import PROPAGATION_LINK, PROPAGATION_MODES
+from jobtrail.provider import warn_if_no_sdk_provider
 from jobtrail.rq.attempt import WorkerHooks
+from jobtrail.rq.flush import HorseFlush, register_unsent_counter
 from jobtrail.rq.package import _instruments
-from jobtrail.rq.producer import ProducerHooks, enqueue_at_due_time, enqueue_in_due_time
+from jobtrail.rq.producer import ProducerHooks
+from jobtrail.version import __version__
 from opentelemetry import trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.semconv.schemas import Schemas
 from wrapt import wrap_function_wrapper
 
 from rq.queue import Queue
@@ -59,8 +63,12 @@ __all__ = ["RQInstrumentor"]
 
 PROPAGATION_ENV = "JOBTRAIL_RQ_PROPAGATION"
 DEFAULT_FLUSH_TIMEOUT_MS = 2000
+DEFAULT_FLUSH_PROBE_INTERVAL_S = 30.0
+SCHEMA_URL = Schemas.V1_27_0.value
+"""The semantic conventions version whose messaging names (``messaging.operation.type``/``.name``) we emit."""
 
-_QUEUE_SEND_METHODS = ("enqueue", "enqueue_call", "enqueue_many")
+_QUEUE_METHODS = ("enqueue_call", "enqueue_many", "enqueue_at", "enqueue_job", "create_job")
+"""The outermost send paths (``enqueue`` calls ``enqueue_call``; ``enqueue_in`` calls ``enqueue_at``)."""
 _WORKER_METHODS = ("perform_job", "handle_job_failure", "handle_job_retry")
 
 
@@ -75,28 +83,25 @@ class RQInstrumentor(BaseInstrumentor):
         if propagation not in PROPAGATION_MODES:
             raise ValueError(f"propagation must be one of {', '.join(PROPAGATION_MODES)}, not {propagation!r}")
         provider = kwargs.get("tracer_provider")
-        flush_timeout_ms = int(kwargs.get("flush_timeout_ms", DEFAULT_FLUSH_TIMEOUT_MS))
-        tracer = trace.get_tracer(__name__, tracer_provider=provider)
+        if provider is None:
+            warn_if_no_sdk_provider("jobtrail.rq")
+        tracer = trace.get_tracer(__name__, __version__, provider, schema_url=SCHEMA_URL)
+        register_unsent_counter(kwargs.get("meter_provider"))
+        flush = HorseFlush(
+            lambda: provider or trace.get_tracer_provider(),
+            int(kwargs.get("flush_timeout_ms", DEFAULT_FLUSH_TIMEOUT_MS)),
+            float(kwargs.get("flush_probe_interval_s", DEFAULT_FLUSH_PROBE_INTERVAL_S)),
+        )
 
-        def flush() -> None:
-            force_flush = getattr(provider or trace.get_tracer_provider(), "force_flush", None)
-            if force_flush is not None:
-                force_flush(flush_timeout_ms)
-
-        producer = ProducerHooks(tracer)
-        for method in _QUEUE_SEND_METHODS:
-            wrap_function_wrapper(Queue, method, producer.send())
-        wrap_function_wrapper(Queue, "enqueue_at", producer.send_at(enqueue_at_due_time))
-        wrap_function_wrapper(Queue, "enqueue_in", producer.send_at(enqueue_in_due_time))
-        wrap_function_wrapper(Queue, "enqueue_job", producer.enqueue_job)
-        wrap_function_wrapper(Queue, "create_job", producer.create_job)
-
-        worker = WorkerHooks(tracer, propagation, flush)
+        producer = ProducerHooks(tracer, kwargs.get("produce_hook"))
+        for method in _QUEUE_METHODS:
+            wrap_function_wrapper(Queue, method, getattr(producer, method))
+        worker = WorkerHooks(tracer, propagation, flush, kwargs.get("consume_hook"))
         for method in _WORKER_METHODS:
             wrap_function_wrapper(BaseWorker, method, getattr(worker, method))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        for method in (*_QUEUE_SEND_METHODS, "enqueue_at", "enqueue_in", "enqueue_job", "create_job"):
+        for method in _QUEUE_METHODS:
             unwrap(Queue, method)
         for method in _WORKER_METHODS:
             unwrap(BaseWorker, method)
