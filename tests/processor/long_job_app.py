@@ -15,6 +15,8 @@ from rq import Queue
 
 REQUEST_SPAN = "POST /reports"
 STEP_SPAN = "report step"
+JOB = "tests.processor.long_job_app.long_job"
+"""By name: run as ``__main__`` here, the function itself could not be enqueued."""
 _tracer = trace.get_tracer(__name__)
 
 
@@ -29,7 +31,9 @@ def long_job(seconds: float, steps: int) -> int:
 def enqueue(redis_url: str, queue_name: str, seconds: str, steps: str) -> None:
     queue = Queue(queue_name, connection=redis.Redis.from_url(redis_url))
     with _tracer.start_as_current_span(REQUEST_SPAN, kind=trace.SpanKind.SERVER) as request_span:
-        job = queue.enqueue("tests.processor.long_job_app.long_job", float(seconds), int(steps), job_timeout=int(float(seconds)) + 120)
+        job = queue.enqueue(
+            "tests.processor.long_job_app.long_job", float(seconds), int(steps), job_timeout=int(float(seconds)) + 120
+        )
     print(job.id, format(request_span.get_span_context().trace_id, "032x"))
 
 
