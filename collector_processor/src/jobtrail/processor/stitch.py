@@ -176,24 +176,32 @@ class Stitcher:
         passed = stitched = 0
         taken_out = False
         for scope in scan.scopes:
-            if all(moves.get(trace_id, _UNDECIDED) is None for trace_id in scope.distinct):
-                passed += len(scope.spans)
+            scope_moves = {trace_id: moves.get(trace_id, _UNDECIDED) for trace_id in scope.distinct}
+            count = len(scope.spans)
+            if all(move is None for move in scope_moves.values()):
+                passed += count
                 continue
-            to_hold: dict[bytes, list[int]] = {}
-            for index, (span, trace_id, parent) in enumerate(
-                zip(scope.spans, scope.trace_ids, scope.parents, strict=True)
-            ):
-                move = moves.get(trace_id, _UNDECIDED)
-                if move is None:
-                    passed += 1
-                elif move is _UNDECIDED:
-                    to_hold.setdefault(trace_id, []).append(index)
-                else:
-                    span.MergeFromString(move.child_delta if parent else move.root_delta)
-                    stitched += 1
-            if to_hold:
-                self._hold(scope, to_hold, now)
+            rows = zip(scope.spans, scope.trace_ids, scope.parents, strict=True)
+            moved = 0
+            to_hold: dict[bytes, list[int]] = {t: [] for t, move in scope_moves.items() if move is _UNDECIDED}
+            if not to_hold:
+                for span, trace_id, parent in rows:
+                    move = scope_moves[trace_id]
+                    if move is not None:
+                        span.MergeFromString(move.child_delta if parent else move.root_delta)
+                        moved += 1
+            else:
+                for index, (span, trace_id, parent) in enumerate(rows):
+                    move = scope_moves[trace_id]
+                    if move is _UNDECIDED:
+                        to_hold[trace_id].append(index)
+                    elif move is not None:
+                        span.MergeFromString(move.child_delta if parent else move.root_delta)
+                        moved += 1
+                count -= self._hold(scope, to_hold, now)
                 taken_out = True
+            stitched += moved
+            passed += count - moved
         result.stitched += stitched
         result.count_unchanged(REASON_NO_JOB_LINK, passed)
         result.spans_out += passed + stitched
@@ -204,8 +212,9 @@ class Stitcher:
         _append(result, released, REASON_NO_JOB_LINK, moves)
         _append(result, store.make_room(), REASON_HOLD_FULL, {})
 
-    def _hold(self, scope: _ScopeScan, to_hold: dict[bytes, list[int]], now: float) -> None:
-        """Keep the spans of undecided traces: one serialized ``ScopeSpans`` per trace, then take them out."""
+    def _hold(self, scope: _ScopeScan, to_hold: dict[bytes, list[int]], now: float) -> int:
+        """Keep the spans of undecided traces: one serialized ``ScopeSpans`` per trace, then take them out;
+        how many."""
         spans, resource_spans, scope_spans = scope.spans, scope.resource_spans, scope.scope_spans
         resource = ResourceSpans(resource=resource_spans.resource, schema_url=resource_spans.schema_url)
         resource_bytes = resource.SerializeToString()
@@ -219,9 +228,10 @@ class Stitcher:
             held.extend(indexes)
         if len(held) == len(spans):
             del scope_spans.spans[:]
-            return
-        for index in sorted(held, reverse=True):
-            del scope_spans.spans[index]
+        else:
+            for index in sorted(held, reverse=True):
+                del scope_spans.spans[index]
+        return len(held)
 
 
 class _Move:

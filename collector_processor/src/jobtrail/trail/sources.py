@@ -108,9 +108,7 @@ class FileSource:
         warnings: list[str] = []
         needle = lookup.value
         trace_ids = {
-            span.trace_id
-            for span in self._spans(files, lambda line: needle in line, warnings)
-            if lookup.matches(span)
+            span.trace_id for span in self._spans(files, lambda line: needle in line, warnings) if lookup.matches(span)
         }
         if not trace_ids:
             raise TrailNotFound(f"nothing in {', '.join(files)} holds {lookup.value}")
