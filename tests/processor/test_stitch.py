@@ -515,3 +515,26 @@ def test_the_messaging_rule_leaves_a_linked_server_root_and_batch_consumers_alon
 
     assert not result.modified and result.request.SerializeToString() == before
     assert result.unchanged == {REASON_NO_JOB_LINK: 3}
+
+
+def test_links_to_invalid_contexts_never_move_a_trace() -> None:
+    """Garbage in a marker's or attempt's link (zero ids, wrong lengths, its own trace) decides nothing."""
+    trace_id = new_trace_id()
+    attempt_id = b"\x09" * 8
+    garbage = [
+        link(bytes(16), b"\x01" * 8),
+        link(new_trace_id(), bytes(8)),
+        link(new_trace_id(), b"\x01" * 7),
+        link(b"\x01" * 15, b"\x01" * 8),
+        link(trace_id, b"\x01" * 8),
+    ]
+    markers = [span(f"pickup {n}", trace_id, attempt_id, links=[bad]) for n, bad in enumerate(garbage)]
+    subject = stitcher()
+
+    result = subject.process(request(*markers), now=0.0)
+
+    assert result.spans_out == 0 and subject.spans.held_spans == len(garbage), "undecided: they wait"
+    assert len(subject.decisions) == 0
+    expired = subject.expire(now=10.0)
+    assert {s.trace_id for s in spans_of(expired.request)} == {trace_id}
+    assert expired.unchanged == {REASON_WINDOW_EXPIRED: len(garbage)}
