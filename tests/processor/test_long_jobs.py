@@ -114,10 +114,12 @@ def run_long_job(redis_url: str, tmp_path: Path, seconds: float, steps: int) -> 
     assert "spans_rejected_total=0" in log
 
 
+@pytest.mark.timeout(600)
 def test_a_60_second_job_ends_up_whole_in_the_request_trace(redis_url, tmp_path):
     run_long_job(redis_url, tmp_path, seconds=60, steps=12)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_a_5_minute_job_ends_up_whole_in_the_request_trace(redis_url, tmp_path):
     run_long_job(redis_url, tmp_path, seconds=300, steps=30)
