@@ -1,7 +1,8 @@
 """Celery's own link style, as opentelemetry-instrumentation-celery really emits it with ``use_span_links=True``:
-a real Celery worker (prefork pool) on a real Redis broker, a task retried twice with ``self.retry``, the processor
-with ``stitch_rule: messaging``. Each attempt is a new trace whose ``run/<task>`` CONSUMER span links to the
-``apply_async`` span that sent it -- for a retry, the one inside the previous attempt's trace. One trace in the end.
+a real Celery worker (prefork pool of two processes: a retry may run, and export, before the attempt that sent
+it) on a real Redis broker, a task retried twice with ``self.retry``, the processor with ``stitch_rule:
+messaging``. Each attempt is a new trace whose ``run/<task>`` CONSUMER span links to the ``apply_async`` span
+that sent it -- for a retry, the one inside the previous attempt's trace. One trace in the end.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def test_a_retried_celery_task_is_one_trace_with_its_request(redis_url, grpc_dow
     task_id, request_trace = sent.stdout.split()
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tests.processor.celery_app", "worker"]
-        + ["--pool", "prefork", "--concurrency", "1", "--queues", queue, "--loglevel", "INFO", "--without-gossip"]
+        + ["--pool", "prefork", "--concurrency", "2", "--queues", queue, "--loglevel", "INFO", "--without-gossip"]
         + ["--without-mingle", "--without-heartbeat"],
         cwd=REPO,
         env=env,

@@ -538,3 +538,42 @@ def test_links_to_invalid_contexts_never_move_a_trace() -> None:
     expired = subject.expire(now=10.0)
     assert {s.trace_id for s in spans_of(expired.request)} == {trace_id}
     assert expired.unchanged == {REASON_WINDOW_EXPIRED: len(garbage)}
+
+
+def test_celery_retries_exported_before_the_attempt_that_sent_them_wait_for_it() -> None:
+    """Pool processes export on their own timers: attempt 3, then 2, may arrive before attempt 1."""
+    request_root = span("POST /work", new_trace_id(), kind=Span.SPAN_KIND_SERVER)
+    publish = span("apply_async/tasks.flaky", request_root.trace_id, request_root.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    first = celery_run(publish)
+    republish_1 = span("apply_async/tasks.flaky", first.trace_id, first.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    second = celery_run(republish_1)
+    republish_2 = span("apply_async/tasks.flaky", second.trace_id, second.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    third = celery_run(republish_2)
+    subject = stitcher(STITCH_RULE_MESSAGING)
+
+    out = spans_of(subject.process(request(publish, request_root), now=0.0).request)
+    assert spans_of(subject.process(request(third), now=0.1).request) == []
+    assert spans_of(subject.process(request(republish_2, second), now=0.2).request) == []
+    assert subject.spans.held_spans == 3
+    last = subject.process(request(republish_1, first), now=0.3)
+    out += spans_of(last.request)
+
+    assert len(out) == 7 and {s.trace_id for s in out} == {request_root.trace_id}
+    assert last.stitched == 5 and subject.spans.held_spans == 0
+    assert {s.span_id: s.parent_span_id for s in out}[third.span_id] == republish_2.span_id
+
+
+def test_a_waiting_celery_attempt_goes_where_its_link_points_when_the_window_ends() -> None:
+    previous_attempt = span("run/tasks.flaky", new_trace_id(), kind=Span.SPAN_KIND_CONSUMER)
+    republish = span("apply_async/tasks.flaky", previous_attempt.trace_id, previous_attempt.span_id)
+    attempt = celery_run(republish)
+    child = span("SELECT", attempt.trace_id, attempt.span_id)
+    subject = stitcher(STITCH_RULE_MESSAGING, hold=2.0)
+    assert subject.process(request(child, attempt), now=0.0).spans_out == 0
+
+    expired = subject.expire(now=2.0)
+
+    assert {s.trace_id for s in spans_of(expired.request)} == {previous_attempt.trace_id}
+    assert expired.stitched == 2 and expired.unchanged == {}
+    late = subject.process(request(span("late", attempt.trace_id, attempt.span_id)), now=3.0)
+    assert spans_of(late.request)[0].trace_id == previous_attempt.trace_id, "the decision is remembered"

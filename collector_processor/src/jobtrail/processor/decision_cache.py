@@ -4,6 +4,9 @@ Apart from the span store on purpose (like the collector's tail sampling keeps i
 its trace store): the deciding stage only *reads* it, through :meth:`DecisionCache.get`; the apply stage
 writes what was decided. A decision is refreshed every time a request uses it, so a job that keeps sending
 spans keeps its decision however long it runs. Bounded; no clocks are read here (``now`` is passed in).
+
+It also keeps the *waiting* claims: a Celery attempt whose link points into the previous attempt's trace before
+that one is decided waits for it (its spans wait in the span store, which bounds these too).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class DecisionCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[bytes, tuple[TraceMapping, float]] = OrderedDict()
         self.evicted = 0
+        self._waiting: dict[bytes, TraceMapping] = {}
+        self._waiting_on: dict[bytes, set[bytes]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -55,6 +60,28 @@ class DecisionCache:
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
             self.evicted += 1
+
+    def wait(self, trace_id: bytes, mapping: TraceMapping) -> None:
+        """Keep a claim whose link points into a trace not decided yet (its spans wait in the span store)."""
+        target = mapping.target_trace_id
+        assert target is not None
+        self._waiting[trace_id] = mapping
+        self._waiting_on.setdefault(target, set()).add(trace_id)
+
+    def waiting_on(self, target_trace_id: bytes) -> set[bytes]:
+        """The traces whose claims wait for ``target_trace_id``'s decision."""
+        return self._waiting_on.get(target_trace_id, set())
+
+    def stop_waiting(self, trace_id: bytes) -> TraceMapping | None:
+        """Take back a waiting claim (its target was decided, or its spans leave the store)."""
+        mapping = self._waiting.pop(trace_id, None)
+        if mapping is not None and mapping.target_trace_id is not None:
+            waiters = self._waiting_on.get(mapping.target_trace_id)
+            if waiters is not None:
+                waiters.discard(trace_id)
+                if not waiters:
+                    del self._waiting_on[mapping.target_trace_id]
+        return mapping
 
     def expire(self, now: float) -> None:
         """Forget decisions past their TTL (they are in expiry order, so this stops at the first live one)."""

@@ -50,6 +50,14 @@ def link_finder(stitch_rule: str) -> LinkFinder:
     return _messaging_link if stitch_rule == STITCH_RULE_MESSAGING else _enqueued_by_link
 
 
+def waits_for_its_origin(span: Span) -> bool:
+    """A ``celery_run`` span: when its link points into a trace not decided yet, it waits for that decision
+    (a retry's link points into the previous attempt's trace, which may arrive later from another process)."""
+    return (
+        span.kind == Span.SPAN_KIND_CONSUMER and _string_attribute(span.attributes, CELERY_ACTION) == CELERY_ACTION_RUN
+    )
+
+
 def _enqueued_by_link(span: Span, trace_id: bytes) -> Span.Link | None:
     for link in span.links:
         if _string_attribute(link.attributes, ATTR_LINK_TYPE) == LINK_TYPE_ENQUEUED_BY:

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from jobtrail.conventions import ATTR_STITCHED_ORIGINAL_TRACE_ID, ATTR_STITCHED_PARENT_FROM_LINK, LINK_TYPE_ENQUEUED_BY
-from jobtrail.processor.config import STITCH_RULE_JOBTRAIL
-from jobtrail.processor.decide import decide
+from jobtrail.processor.config import STITCH_RULE_JOBTRAIL, STITCH_RULE_MESSAGING
+from jobtrail.processor.decide import Known, decide
 from jobtrail.processor.decision_cache import DecisionCache, TraceMapping
-from jobtrail.processor.rules import SPAN_ID_BYTES, TRACE_ID_BYTES, link_finder
+from jobtrail.processor.rules import SPAN_ID_BYTES, TRACE_ID_BYTES, link_finder, waits_for_its_origin
 from jobtrail.processor.span_store import Held, SpanStore
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -72,6 +72,8 @@ class _Scan:
     """Per trace: the mapping its deciding span carries, or None when only its plain root is here."""
     trace_ids: set[bytes] = field(default_factory=set)
     scopes: list[_ScopeScan] = field(default_factory=list)
+    patient: set[bytes] = field(default_factory=set)
+    """Traces whose claim waits when its link points into an undecided trace (Celery attempts)."""
 
 
 @dataclass
@@ -94,6 +96,7 @@ class Stitcher:
         self.decisions = decisions
         self._find_link = link_finder(rule)
         self._marker = DECIDING_MARKER if rule == STITCH_RULE_JOBTRAIL else None
+        self._patience = rule == STITCH_RULE_MESSAGING
 
     def process(self, request: ExportTraceServiceRequest, now: float, raw: bytes | None = None) -> StitchResult:
         """Stitch ``request`` in place; spans to hold are taken out, spans released by it appended.
@@ -104,22 +107,54 @@ class Stitcher:
         """
         result = StitchResult(request)
         scan = self._scan(request, raw, result)
-        decided = decide(scan.claims, scan.trace_ids, partial(self.decisions.get, now=now))
-        self._apply(scan, decided, now, result)
+        known = partial(self.decisions.get, now=now)
+        decided, waiting = decide(scan.claims, scan.trace_ids, known, scan.patient)
+        release = [trace_id for trace_id in scan.claims if trace_id not in waiting]
+        self._settle_waiting(decided, known, release)
+        for trace_id, mapping in waiting.items():
+            self.decisions.wait(trace_id, mapping)
+        self._apply(scan, decided, release, now, result)
         return result
 
     def expire(self, now: float) -> StitchResult:
-        """Forward (unchanged) every trace held for the whole window; forget decisions past their TTL."""
+        """Forward every trace held for the whole window (unchanged, or where a waiting claim points); forget
+        decisions past their TTL."""
         self.decisions.expire(now)
         result = StitchResult(ExportTraceServiceRequest(), modified=True)
-        _append(result, self.spans.expire(now), REASON_WINDOW_EXPIRED, {})
+        expired = self.spans.expire(now)
+        _append(result, expired, REASON_WINDOW_EXPIRED, self._give_up_waiting(expired, now))
         return result
 
     def drain(self) -> StitchResult:
-        """Forward (unchanged) everything held: the process is stopping."""
+        """Forward everything held: the process is stopping."""
         result = StitchResult(ExportTraceServiceRequest(), modified=True)
-        _append(result, self.spans.drain(), REASON_SHUTDOWN, {})
+        drained = self.spans.drain()
+        _append(result, drained, REASON_SHUTDOWN, self._give_up_waiting(drained, None))
         return result
+
+    # --- 2b. waiting claims (decided elsewhere: decide.py) ---------------------------------------------
+    def _settle_waiting(self, decided: dict[bytes, TraceMapping], known: Known, release: list[bytes]) -> None:
+        """Claims that waited for a trace decided now go where it goes (and so on down a chain of retries)."""
+        frontier = list(decided)
+        while frontier:
+            for trace_id in list(self.decisions.waiting_on(frontier.pop())):
+                mapping = self.decisions.stop_waiting(trace_id)
+                assert mapping is not None
+                settled, _ = decide({trace_id: mapping}, (), lambda other: decided.get(other) or known(other))
+                decided[trace_id] = settled[trace_id]
+                release.append(trace_id)
+                frontier.append(trace_id)
+
+    def _give_up_waiting(self, leaving: Held, now: float | None) -> dict[bytes, _Move | None]:
+        """Traces leaving the store with a claim that still waits go where their link points, as it is."""
+        moves: dict[bytes, _Move | None] = {}
+        for trace_id, _fragments in leaving:
+            mapping = self.decisions.stop_waiting(trace_id)
+            if mapping is not None:
+                if now is not None:
+                    self.decisions.remember(trace_id, mapping, now)
+                moves[trace_id] = _Move.of(trace_id, mapping)
+        return moves
 
     # --- 1. validate (and note what the request says) -----------------------------------------------
     def _scan(self, request: ExportTraceServiceRequest, raw: bytes | None, result: StitchResult) -> _Scan:
@@ -150,6 +185,8 @@ class Stitcher:
                     if link is not None:
                         claims[trace_id] = TraceMapping(link.trace_id, link.span_id)
                         found += 1
+                        if self._patience and waits_for_its_origin(span):
+                            scan.patient.add(trace_id)
                     elif trace_id not in claims:
                         claims[trace_id] = None
                 distinct = set(trace_ids)
@@ -165,14 +202,16 @@ class Stitcher:
         return scan
 
     # --- 3. apply ------------------------------------------------------------------------------------
-    def _apply(self, scan: _Scan, decided: dict[bytes, TraceMapping], now: float, result: StitchResult) -> None:
+    def _apply(
+        self, scan: _Scan, decided: dict[bytes, TraceMapping], release: list[bytes], now: float, result: StitchResult
+    ) -> None:
         remember = self.decisions.remember
         moves: dict[bytes, _Move | None] = {}
         for trace_id, mapping in decided.items():
             remember(trace_id, mapping, now)
             moves[trace_id] = _Move.of(trace_id, mapping)
         store = self.spans
-        released = [(trace_id, store.release(trace_id)) for trace_id in scan.claims if trace_id in store]
+        released = [(trace_id, store.release(trace_id)) for trace_id in release if trace_id in store]
         passed = stitched = 0
         taken_out = False
         for scope in scan.scopes:
@@ -210,7 +249,8 @@ class Stitcher:
         if taken_out or result.rejected:
             _drop_empty(result.request)
         _append(result, released, REASON_NO_JOB_LINK, moves)
-        _append(result, store.make_room(), REASON_HOLD_FULL, {})
+        evicted = store.make_room()
+        _append(result, evicted, REASON_HOLD_FULL, self._give_up_waiting(evicted, now))
 
     def _hold(self, scope: _ScopeScan, to_hold: dict[bytes, list[int]], now: float) -> int:
         """Keep the spans of undecided traces: one serialized ``ScopeSpans`` per trace, then take them out;
