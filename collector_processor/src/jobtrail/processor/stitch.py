@@ -11,8 +11,9 @@
 
 Spans of an undecided trace wait in the span store, serialized once per trace and scope (not span by span),
 until their decision arrives, the window ends or room runs out; the last two forward them unchanged (or, for a
-Celery attempt still waiting for the trace its link points into, there as it is) and say so in the counts. Everything touches protobuf fields directly (ids are ``bytes``, the two stitch attributes
-are prebuilt ``KeyValue`` messages): per-span Python object conversion would cost more than the rest.
+Celery attempt still waiting for the trace its link points into, there as it is) and say so in the counts.
+Everything touches protobuf fields directly (ids are ``bytes``, a move is one merge of prebuilt bytes):
+per-span Python object conversion would cost more than the rest.
 """
 
 from __future__ import annotations
