@@ -55,11 +55,16 @@ class DecisionCache:
     def remember(self, trace_id: bytes, mapping: TraceMapping, now: float) -> None:
         """Keep (or refresh) ``mapping`` for the TTL; at the size bound the oldest entry goes."""
         entries = self._entries
+        if trace_id in entries:
+            entries.move_to_end(trace_id)
         entries[trace_id] = (mapping, now + self.ttl_seconds)
-        entries.move_to_end(trace_id)
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
             self.evicted += 1
+
+    @property
+    def anyone_waiting(self) -> bool:
+        return bool(self._waiting)
 
     def wait(self, trace_id: bytes, mapping: TraceMapping) -> None:
         """Keep a claim whose link points into a trace not decided yet (its spans wait in the span store)."""

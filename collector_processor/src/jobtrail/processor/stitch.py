@@ -111,7 +111,8 @@ class Stitcher:
         known = partial(self.decisions.get, now=now)
         decided, waiting = decide(scan.claims, scan.trace_ids, known, scan.patient)
         release = [trace_id for trace_id in scan.claims if trace_id not in waiting]
-        self._settle_waiting(decided, known, release)
+        if self.decisions.anyone_waiting:
+            self._settle_waiting(decided, known, release)
         for trace_id, mapping in waiting.items():
             self.decisions.wait(trace_id, mapping)
         self._apply(scan, decided, release, now, result)
