@@ -45,6 +45,12 @@ ATTR_UI_RESULT_MESSAGE = "jobtrail.ui.result.message"
 ATTR_UI_RESULT_STATE = "jobtrail.ui.result.state"
 ATTR_JOB_STATE = "jobtrail.job.state"
 ATTR_ERROR_REASON = "jobtrail.error.reason"
+# Refusal reasons of the span intake (the JSON body's ``error.reason`` and ``jobtrail.error.reason``).
+REASON_ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+REASON_UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+REASON_PAYLOAD_TOO_LARGE = "payload_too_large"
+REASON_INVALID_OTLP_JSON = "invalid_otlp_json"
+REASON_COLLECTOR_UNREACHABLE = "collector_unreachable"
 ATTR_LINK_TYPE = "jobtrail.link.type"
 LINK_TYPE_ENQUEUED_BY = "enqueued_by"
 LINK_TYPE_RETRY_OF = "retry_of"
@@ -95,7 +101,6 @@ OUTCOME_RETRY_SCHEDULED = "retry_scheduled"
 OUTCOME_FAILED = "failed"
 OUTCOME_STOPPED = "stopped"
 OUTCOME_ABANDONED = "abandoned"
-OUTCOMES = (OUTCOME_SUCCEEDED, OUTCOME_RETRY_SCHEDULED, OUTCOME_FAILED, OUTCOME_STOPPED, OUTCOME_ABANDONED)
 
 
 def send_span_name(queue: str) -> str:
@@ -141,15 +146,4 @@ STATE_FAILED = "failed"
 STATE_CANCELLED = "cancelled"
 STATE_EXPIRED = "expired"
 STATE_NOT_FOUND = "not_found"
-JOB_STATES = (
-    STATE_QUEUED,
-    STATE_DEFERRED,
-    STATE_SCHEDULED,
-    STATE_STARTED,
-    STATE_SUCCEEDED,
-    STATE_FAILED,
-    STATE_CANCELLED,
-    STATE_EXPIRED,
-    STATE_NOT_FOUND,
-)
 TERMINAL_STATES = frozenset({STATE_SUCCEEDED, STATE_FAILED, STATE_CANCELLED, STATE_EXPIRED})
