@@ -47,7 +47,8 @@ logger = logging.getLogger("jobtrail.processor")
 
 
 class Pipeline:
-    """One processor instance: receivers, the stitcher with its hold store, and one queued exporter per next hop."""
+    """One processor instance: receivers, the stitcher with its span store and decision cache, and one queued
+    exporter per next hop."""
 
     def __init__(self, config: ProcessorConfig, telemetry: Telemetry | None = None) -> None:
         self.config = config.validate()
