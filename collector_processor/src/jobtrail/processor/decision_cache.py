@@ -54,13 +54,7 @@ class DecisionCache:
 
     def remember(self, trace_id: bytes, mapping: TraceMapping, now: float) -> None:
         """Keep (or refresh) ``mapping`` for the TTL; at the size bound the oldest entry goes."""
-        entries = self._entries
-        if trace_id in entries:
-            entries.move_to_end(trace_id)
-        entries[trace_id] = (mapping, now + self.ttl_seconds)
-        while len(entries) > self.max_entries:
-            entries.popitem(last=False)
-            self.evicted += 1
+        self.remember_all({trace_id: mapping}, now)
 
     @property
     def anyone_waiting(self) -> bool:
@@ -87,6 +81,18 @@ class DecisionCache:
                 if not waiters:
                     del self._waiting_on[mapping.target_trace_id]
         return mapping
+
+    def remember_all(self, decided: dict[bytes, TraceMapping], now: float) -> None:
+        """:meth:`remember` for every decision of a request, in one call (the consume path's per-trace cost)."""
+        entries = self._entries
+        expires_at = now + self.ttl_seconds
+        for trace_id, mapping in decided.items():
+            if trace_id in entries:
+                entries.move_to_end(trace_id)
+            entries[trace_id] = (mapping, expires_at)
+        while len(entries) > self.max_entries:
+            entries.popitem(last=False)
+            self.evicted += 1
 
     def expire(self, now: float) -> None:
         """Forget decisions past their TTL (they are in expiry order, so this stops at the first live one)."""

@@ -207,11 +207,13 @@ class Stitcher:
     def _apply(
         self, scan: _Scan, decided: dict[bytes, TraceMapping], release: list[bytes], now: float, result: StitchResult
     ) -> None:
-        remember = self.decisions.remember
-        moves: dict[bytes, _Move | None] = {}
-        for trace_id, mapping in decided.items():
-            remember(trace_id, mapping, now)
-            moves[trace_id] = _Move.of(trace_id, mapping)
+        self.decisions.remember_all(decided, now)
+        moves: dict[bytes, _Move | None] = {
+            trace_id: None
+            if mapping.target_trace_id is None
+            else _Move(trace_id, mapping.target_trace_id, mapping.link_span_id)
+            for trace_id, mapping in decided.items()
+        }
         store = self.spans
         released = [(trace_id, store.release(trace_id)) for trace_id in release if trace_id in store]
         passed = stitched = 0
