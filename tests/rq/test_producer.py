@@ -165,3 +165,18 @@ def test_redis_down_at_enqueue_raises_rqs_own_exception_and_the_span_says_error(
     assert send.status.status_code == StatusCode.ERROR
     assert send.attributes[ATTR_ERROR_TYPE] == "redis.exceptions.ConnectionError"
     assert [event.name for event in send.events] == ["exception"]
+
+
+def test_a_no_op_tracer_still_carries_the_request_but_nothing_else(queue, span_exporter):
+    RQInstrumentor().uninstrument()
+    RQInstrumentor().instrument(tracer_provider=trace.NoOpTracerProvider())
+    bare = queue.enqueue(jobs.add, 1, 1)
+    token = context.attach(baggage.set_baggage(REQUEST_ID_BAGGAGE_KEY, "req_00000000000000bb"))
+    try:
+        in_request = queue.enqueue(jobs.add, 1, 2)
+    finally:
+        context.detach(token)
+    assert JOB_META_CARRIER_KEY not in Job.fetch(bare.id, connection=queue.connection).meta
+    carrier = Job.fetch(in_request.id, connection=queue.connection).meta[JOB_META_CARRIER_KEY]
+    assert carrier == {"baggage": "jobtrail.request.id=req_00000000000000bb"}
+    assert not span_exporter.get_finished_spans()

@@ -15,26 +15,40 @@ What it does (names in shared/CONVENTIONS.md):
 
 * Every public way a job reaches a queue (``enqueue``, ``enqueue_call``, ``enqueue_many``,
   ``enqueue_at``, ``enqueue_in``, ``enqueue_job``; jobs with ``depends_on`` carry theirs until
-  released) is covered by a PRODUCER ``send {queue}`` span, whose context (traceparent, tracestate,
-  baggage, through the global propagator) goes into ``job.meta`` when the job is created. Retries,
-  scheduler promotion and dependency release never overwrite it.
+  released) is covered by one ``send {queue}`` span around the outermost call. Its context
+  (traceparent, tracestate, baggage, through the global propagator) goes into ``job.meta`` when the
+  job is created. ``enqueue_many`` follows the messaging conventions for batch sends: a ``create
+  {queue}`` span per job (its own creation context, with ``messaging.message.id``) linked from the
+  batch's CLIENT ``send`` span. Retries, scheduler promotion, dependency release and requeues never
+  overwrite a creation context.
 * Every execution attempt is a CONSUMER ``process {queue}`` span: a new trace root linked to the
   creation context (``link``, the default: one trace per attempt, the collector processor stitches
   them back), its child (``child``), or neither (``none``). Attempt N > 1 also links to attempt N-1.
-  It carries the attempt number, retries left, queue wait, worker name, outcome and request id;
-  failed attempts get the exception and ``error.type``, a scheduled retry a ``rq.retry.scheduled``
-  event, the final failure a ``rq.job.failed`` event with the first error kept across retries.
-  A work horse that dies mid-job is recorded by its parent as ``abandoned`` (``stopped`` when a stop
-  command killed it).
+  It starts with a zero-duration ``pickup {queue}`` marker (exported while the job runs). It carries
+  the attempt number (counting on across operator requeues, flagged ``rq.job.requeued``), retries
+  left, queue wait, worker name, outcome and request id; failed attempts get the exception and
+  ``error.type``, a scheduled retry a ``rq.retry.scheduled`` event, the final failure a
+  ``rq.job.failed`` event with the first error kept across retries. A work horse that dies mid-job
+  is recorded by its parent as ``abandoned`` (``stopped`` when a stop command killed it).
 * Inside the job, the attempt span is current and the request's baggage is set, so the job's own
   spans and log records (see ``jobtrail.logs``) join the trail.
-* A forking worker's horse flushes the tracer provider (bounded by ``flush_timeout_ms``, default
-  2000) before it exits, so its spans are not lost with it.
+* A forking worker's horse flushes the tracer provider before it exits, waiting at most
+  ``flush_timeout_ms`` (default 2000) whatever the SDK does; after a flush that did not finish, the
+  next horses do not wait at all until a probe (one horse per ``flush_probe_interval_s``, default 30)
+  gets through again. Spans left unsent are logged and counted (``jobtrail.rq.horse.spans.unsent``,
+  an observable counter on ``meter_provider`` or the global one, reported by the parent worker).
 
-Tracing never changes the outcome of an enqueue or a job: malformed meta is ignored with a warning,
-a dead exporter only delays the horse's exit by at most the flush timeout, and RQ's own exceptions
-reach the caller unchanged (the send span records them). Job arguments are never recorded.
-``SpawnWorker`` horses are new interpreters: instrument them there with ``opentelemetry-instrument``.
+Options of ``instrument()``: ``tracer_provider``, ``meter_provider``, ``propagation``,
+``flush_timeout_ms``, ``flush_probe_interval_s``, ``produce_hook(span, queue, args, kwargs)`` (send
+span start) and ``consume_hook(span, job)`` (attempt span start), named after contrib's kafka hooks.
+``suppress_instrumentation()`` silences it (no spans, nothing injected). With no SDK tracer provider
+it logs one warning.
+
+Tracing never changes the outcome of an enqueue or a job: unusable values in ``job.meta`` are dropped
+with one warning naming the job, a dead collector costs one horse the flush bound, hooks that raise
+are logged, and RQ's own exceptions reach the caller unchanged (the send span records them). Job
+arguments are never recorded. ``SpawnWorker`` horses are new interpreters: instrument them there with
+``opentelemetry-instrument``.
 """
 
 from __future__ import annotations

@@ -440,7 +440,7 @@ def _parent_and_creator_link(creation: Context | None, propagation: str) -> tupl
 
 def _runnable_at(job: Job, record: AttemptRecord) -> float | None:
     """When this attempt could have started: the retry's or schedule's due time, else when it was (re)queued."""
-    if record.runnable_at is not None and not record.final:
+    if record.runnable_at is not None:  # a final attempt clears it: a requeued run counts from its requeue
         return record.runnable_at
     if job.enqueued_at is not None:
         return _aware(job.enqueued_at).timestamp()

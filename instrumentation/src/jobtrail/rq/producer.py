@@ -86,7 +86,9 @@ class _Send:
             AttemptRecord(runnable_at=self.scheduled_for.timestamp()).write(job.meta)
 
 
-_SENDING: ContextVar[_Send | None] = ContextVar("jobtrail_rq_sending", default=None)
+_NOTHING_TO_SEND = False
+"""Marks a send whose span is not recorded and has nothing to propagate: the nested calls do nothing."""
+_SENDING: ContextVar[_Send | bool | None] = ContextVar("jobtrail_rq_sending", default=None)
 
 
 class ProducerHooks:
@@ -137,7 +139,7 @@ class ProducerHooks:
         """``Queue.create_job``: every job made inside a send gets its creation context."""
         job = wrapped(*args, **kwargs)
         send = _SENDING.get()
-        if send is not None:
+        if isinstance(send, _Send):
             self._stamp_safely(send, job)
         return job
 
@@ -170,7 +172,10 @@ class ProducerHooks:
             kind=SpanKind.CLIENT if batch else SpanKind.PRODUCER,
             attributes=attributes,
         )
-        if self._produce_hook is not None and span.is_recording():
+        if not span.is_recording():
+            if not span.get_span_context().is_valid and scheduled_for is None and not baggage.get_all(ambient):
+                return _untraced(wrapped, args, kwargs)  # no trace, no baggage: nothing to carry
+        elif self._produce_hook is not None:
             _call_hook(self._produce_hook, span, queue, args, kwargs)
         send = _Send(span, ambient, queue, request_id, batch)
         send.scheduled_for = scheduled_for
@@ -203,6 +208,14 @@ class ProducerHooks:
             send.stamp(self._tracer, job)
         except Exception:  # never let tracing change the enqueue
             _log.warning("job %s: could not record its creation context", job.id, exc_info=True)
+
+
+def _untraced(wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    sending = _SENDING.set(_NOTHING_TO_SEND)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _SENDING.reset(sending)
 
 
 def _create_span(tracer: trace.Tracer, send: _Send, job: Job) -> Span:
