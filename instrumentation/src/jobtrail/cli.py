@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 SUBCOMMANDS = {
     "trail": ("jobtrail.trail.cli", "print the plain-language timeline of one user action"),
+    "jobs": ("jobtrail.jobs.cli", "operator repair of contract jobs: requeue <job id> [--failed-items-only]"),
 }
 """name -> (module with ``main(argv) -> int``, one-line help)."""
 
