@@ -1,4 +1,4 @@
-"""Cancelling (shared/CONVENTIONS.md "Cancelling"): queued jobs never run, running ones stop at a safe point, one winner."""
+"""Cancelling (CONVENTIONS.md "Cancelling"): queued jobs never run, running ones stop at a safe point, one winner."""
 
 from __future__ import annotations
 
@@ -105,7 +105,9 @@ def test_a_running_job_stops_at_its_next_safe_point_on_a_real_forking_worker(cli
     ]
     assert items_run_count(redis_conn, accepted["job_id"], "two") == 0
     names = events(body)
-    assert names.index(EVENT_JOB_CANCEL_REQUESTED) < names.index(EVENT_ITEM_SUCCEEDED) < names.index(EVENT_JOB_CANCELLED)
+    assert (
+        names.index(EVENT_JOB_CANCEL_REQUESTED) < names.index(EVENT_ITEM_SUCCEEDED) < names.index(EVENT_JOB_CANCELLED)
+    )
     assert names[-1] == EVENT_JOB_CANCELLED and EVENT_JOB_SUCCEEDED not in names
     assert client.post(f"{url}/cancel").status_code == 409
 
@@ -127,7 +129,12 @@ def test_cancel_of_an_unknown_or_foreign_job_is_404(client, queue):
     other = client.post("/other-receipts").get_json()
     stray = queue.enqueue("tests.flask.tasks.send_receipt", "9")
 
-    for job_id, headers in [("no-such-job", {}), (other["job_id"], {}), (stray.id, {}), (alice["job_id"], {ACTOR_HEADER: "u_bob"})]:
+    for job_id, headers in [
+        ("no-such-job", {}),
+        (other["job_id"], {}),
+        (stray.id, {}),
+        (alice["job_id"], {ACTOR_HEADER: "u_bob"}),
+    ]:
         response = client.post(f"/jobs/{job_id}/cancel", headers=headers)
         assert response.status_code == 404 and response.get_json()["error"]["reason"] == "not_found"
     assert client.get(alice["status_url"], headers={ACTOR_HEADER: "u_alice"}).get_json()["state"] == STATE_QUEUED

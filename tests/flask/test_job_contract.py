@@ -161,7 +161,12 @@ def test_reading_a_status_never_writes(client, queue, run_jobs):
     stray = queue.enqueue("tests.flask.tasks.send_receipt", "9")
     for _ in range(2):
         before = redis_state(queue.connection)
-        for url in (accepted["status_url"], f"/jobs/{stray.id}", "/jobs/no-such-job", f"{accepted['status_url']}/result"):
+        for url in (
+            accepted["status_url"],
+            f"/jobs/{stray.id}",
+            "/jobs/no-such-job",
+            f"{accepted['status_url']}/result",
+        ):
             client.get(url)
         assert redis_state(queue.connection) == before
         run_jobs()

@@ -1,4 +1,4 @@
-"""Items for job functions: the outcome follows from the items, a retry re-runs only what is not done, stage and progress."""
+"""Items for job functions: the outcome follows from the items, a retry re-runs only what is left; stage, progress."""
 
 from __future__ import annotations
 
@@ -68,7 +68,9 @@ def test_a_retry_re_runs_only_the_items_not_yet_succeeded(client, run_jobs, redi
     accepted, body = run_import(client, run_jobs, {"a.csv": "ok", "b.csv": "flaky", "c.csv": "bad"}, retries=2)
 
     assert (body["state"], body["attempt"]) == (STATE_PARTIALLY_SUCCEEDED, 2)
-    runs = {item_id: items_run_count(redis_conn, accepted["job_id"], item_id) for item_id in ("a.csv", "b.csv", "c.csv")}
+    runs = {
+        item_id: items_run_count(redis_conn, accepted["job_id"], item_id) for item_id in ("a.csv", "b.csv", "c.csv")
+    }
     assert runs == {"a.csv": 1, "b.csv": 2, "c.csv": 1}
     assert [(item["id"], item["state"], item["attempts"]) for item in body["items"]] == [
         ("a.csv", "succeeded", 1),

@@ -1,4 +1,4 @@
-"""A real forking RQ ``Worker`` with the scheduler, in its own process: ``python -m tests.flask.worker_process URL QUEUE``.
+"""A real forking RQ ``Worker`` with the scheduler in its own process: ``python -m tests.flask.worker_process URL Q``.
 
 Burst mode: it works until the queue is empty (retries due at once included), then exits 0.
 """

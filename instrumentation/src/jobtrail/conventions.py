@@ -114,6 +114,8 @@ STATE_DEFERRED = "deferred"
 STATE_SCHEDULED = "scheduled"
 STATE_STARTED = "started"
 STATE_SUCCEEDED = "succeeded"
+STATE_PARTIALLY_SUCCEEDED = "partially_succeeded"
+"""Some items failed for good, the rest succeeded."""
 STATE_FAILED = "failed"
 STATE_CANCELLED = "cancelled"
 STATE_EXPIRED = "expired"
@@ -124,18 +126,15 @@ JOB_STATES = (
     STATE_SCHEDULED,
     STATE_STARTED,
     STATE_SUCCEEDED,
+    STATE_PARTIALLY_SUCCEEDED,
     STATE_FAILED,
     STATE_CANCELLED,
     STATE_EXPIRED,
     STATE_NOT_FOUND,
 )
-TERMINAL_STATES = frozenset({STATE_SUCCEEDED, STATE_FAILED, STATE_CANCELLED, STATE_EXPIRED})
+TERMINAL_STATES = frozenset({STATE_SUCCEEDED, STATE_PARTIALLY_SUCCEEDED, STATE_FAILED, STATE_CANCELLED, STATE_EXPIRED})
 
-# --- the job contract: states, items, events (status `events` and attempt span events) ---------
-STATE_PARTIALLY_SUCCEEDED = "partially_succeeded"
-JOB_CONTRACT_TERMINAL_STATES = TERMINAL_STATES | {STATE_PARTIALLY_SUCCEEDED}
-"""Terminal states of the status endpoint (``TERMINAL_STATES`` plus ``partially_succeeded``)."""
-
+# --- the job contract: items and events (status `events` and attempt span events) ---------------
 ITEM_PENDING = "pending"
 ITEM_RUNNING = "running"
 ITEM_SUCCEEDED = "succeeded"
@@ -195,5 +194,13 @@ LOG_REASON = "reason"
 LOG_EVENT_HTTP_REQUEST = "http.request"
 LOG_SESSION_ID = "session_id"
 LOG_OUTCOME = "outcome"
-LOG_OPTIONAL_FIELDS = (LOG_USER_ID, LOG_SESSION_ID, LOG_OUTCOME, LOG_HTTP_METHOD, LOG_HTTP_ROUTE, LOG_HTTP_STATUS, LOG_REASON)
+LOG_OPTIONAL_FIELDS = (
+    LOG_USER_ID,
+    LOG_SESSION_ID,
+    LOG_OUTCOME,
+    LOG_HTTP_METHOD,
+    LOG_HTTP_ROUTE,
+    LOG_HTTP_STATUS,
+    LOG_REASON,
+)
 """Fields a log record carries only where known (the JSON formatter writes them when set)."""

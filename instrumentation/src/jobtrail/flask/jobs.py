@@ -16,6 +16,7 @@ from jobtrail.flask.request_ids import current_request_id
 from jobtrail.jobs.contract import Answer, Caller, Contract, Refusal
 from jobtrail.jobs.idempotency import IDEMPOTENCY_KEY_HEADER
 from opentelemetry import trace
+from redis.exceptions import RedisError
 from rq import Queue
 
 import flask
@@ -84,8 +85,11 @@ class JobContract:
         return _respond(self.core.result(job_id, self.caller()))
 
     def owns(self, job_id: str) -> bool:
-        """This contract accepted the job and the current actor may see it."""
-        return self.core.owned(job_id, self.caller()) is not None
+        """This contract accepted the job and the current actor may see it (False when Redis cannot say)."""
+        try:
+            return self.core.owned(job_id, self.caller()) is not None
+        except RedisError:
+            return False
 
 
 def _respond(answer: Answer) -> flask.Response:

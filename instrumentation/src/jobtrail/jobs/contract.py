@@ -134,13 +134,17 @@ class Contract:
         job_not_queued``, nothing enqueued.
         """
         if idempotency_key is not None and not is_idempotency_key(idempotency_key):
-            return Refusal(422, REASON_INVALID_IDEMPOTENCY_KEY, "Idempotency-Key must be 1 to 255 visible ASCII characters")
+            return Refusal(
+                422, REASON_INVALID_IDEMPOTENCY_KEY, "Idempotency-Key must be 1 to 255 visible ASCII characters"
+            )
         try:
             if idempotency_key is None:
                 job = self._enqueue(caller, func, args, job_kwargs)
                 return self._accepted(job.id, caller.request_id, view_of(job).state)
             scope = Scope(self.name, _operation(func), caller.actor)
-            ours = Claim(fingerprint(payload), str(job_kwargs.pop("job_id", None) or uuid.uuid4().hex), caller.request_id or "")
+            ours = Claim(
+                fingerprint(payload), str(job_kwargs.pop("job_id", None) or uuid.uuid4().hex), caller.request_id or ""
+            )
             holder = self._idempotency.claim(scope, idempotency_key, ours)
             if holder.job_id != ours.job_id:
                 return self._replay(holder, ours)
@@ -159,7 +163,9 @@ class Contract:
             _log.warning("job not queued: Redis refused (%s)", type(error).__name__)
             return Refusal(503, REASON_JOB_NOT_QUEUED, "the job queue is unreachable; nothing was queued")
 
-    def _enqueue(self, caller: Caller, func: Callable[..., Any] | str, args: tuple[Any, ...], job_kwargs: dict[str, Any]) -> Job:
+    def _enqueue(
+        self, caller: Caller, func: Callable[..., Any] | str, args: tuple[Any, ...], job_kwargs: dict[str, Any]
+    ) -> Job:
         # The worker records each attempt through RQ's callbacks, unless the caller brings its own.
         job_kwargs = {"on_success": Callback(record_success), "on_failure": Callback(record_failure), **job_kwargs}
         job_id = str(job_kwargs.pop("job_id", None) or uuid.uuid4().hex)
@@ -175,7 +181,7 @@ class Contract:
         record = JobRecord(self.queue.connection, job_id)
         record.create(fields, Event(EVENT_JOB_CREATED, now()), self._record_ttl(job_kwargs))
         try:
-            return self.queue.enqueue(func, *args, job_id=job_id, **job_kwargs)
+            return self.queue.enqueue(func, *args, job_id=job_id, **job_kwargs)  # type: ignore[type-var]
         except RedisError:
             with suppress(RedisError):
                 record.delete()
@@ -204,7 +210,9 @@ class Contract:
             return self._accepted(holder.job_id, holder.request_id, view_of(job).state)
         if JobRecord(self.queue.connection, holder.job_id).read().exists:
             return self._accepted(holder.job_id, holder.request_id, STATE_EXPIRED)
-        return Refusal(409, REASON_IDEMPOTENCY_IN_PROGRESS, "the first request with this Idempotency-Key is still enqueueing")
+        return Refusal(
+            409, REASON_IDEMPOTENCY_IN_PROGRESS, "the first request with this Idempotency-Key is still enqueueing"
+        )
 
     # --- reads ------------------------------------------------------------------------------------
     def owned(self, job_id: str, caller: Caller) -> Snapshot | None:
@@ -245,7 +253,9 @@ class Contract:
             if job is None or snapshot.terminal not in _RESULT_STATES:
                 state = snapshot.terminal or (STATE_EXPIRED if job is None else view_of(job).state)
                 return Refusal(409, REASON_NOT_FINISHED, f"the job has no result ({state})", dict(NO_STORE))
-            return Reply(200, {"job_id": job_id, "state": snapshot.terminal, "result": job.return_value()}, dict(NO_STORE))
+            return Reply(
+                200, {"job_id": job_id, "state": snapshot.terminal, "result": job.return_value()}, dict(NO_STORE)
+            )
         except RedisError as error:
             return _unavailable(error)
 
@@ -260,7 +270,9 @@ class Contract:
             if snapshot is None:
                 return Refusal(404, REASON_NOT_FOUND, headers=dict(NO_STORE))
             record = JobRecord(self.queue.connection, job_id)
-            requested = Event(EVENT_JOB_CANCEL_REQUESTED, now(), detail=f"by {caller.request_id}" if caller.request_id else None)
+            requested = Event(
+                EVENT_JOB_CANCEL_REQUESTED, now(), detail=f"by {caller.request_id}" if caller.request_id else None
+            )
             if not record.append(requested, fields={F_CANCEL_REQUESTED: "1"}):
                 return self._already_terminal(record)
             job = fetch(job_id, self.queue.connection, self.queue.serializer)

@@ -63,11 +63,17 @@ if mode == 'requeue' then
   redis.call('HDEL', KEYS[1], 'terminal', 'cancel_requested')
   redis.call('HINCRBY', KEYS[1], 'run', 1)
 end
-if ARGV[2] ~= '' and (ARGV[3] == '0' or redis.call('LLEN', KEYS[2]) < tonumber(ARGV[3])) then redis.call('RPUSH', KEYS[2], ARGV[2]) end
+if ARGV[2] ~= '' and (ARGV[3] == '0' or redis.call('LLEN', KEYS[2]) < tonumber(ARGV[3])) then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+end
 local i = start
 while i <= #ARGV and ARGV[i] ~= '--' do
   local name, value = ARGV[i], ARGV[i + 1]
-  if name == 'first_error' then redis.call('HSETNX', KEYS[1], name, value) else redis.call('HSET', KEYS[1], name, value) end
+  if name == 'first_error' then
+    redis.call('HSETNX', KEYS[1], name, value)
+  else
+    redis.call('HSET', KEYS[1], name, value)
+  end
   i = i + 2
 end
 i = i + 1
@@ -242,7 +248,8 @@ class JobRecord:
         """The API's first write: the record and ``job_created`` (replacing any leftover of the same id)."""
         with self._connection.pipeline() as pipe:
             pipe.delete(self.key, self.events_key, self.items_key)
-            pipe.hset(self.key, mapping={**fields, F_RUN: "1"})
+            mapping: dict[Any, Any] = {**fields, F_RUN: "1"}
+            pipe.hset(self.key, mapping=mapping)
             pipe.rpush(self.events_key, first.stored())
             for key in (self.key, self.events_key, self.items_key):
                 if ttl_s is not None:

@@ -55,7 +55,9 @@ def requeue(connection: redis.Redis, job_id: str, *, failed_items_only: bool = F
         if not (failed_items_only and item.state == ITEM_SUCCEEDED)
     ]
     scope = "failed items only" if failed_items_only else "all items"
-    detail = f"by an operator; {len(again)} of {len(snapshot.items)} items ({scope})" if snapshot.items else "by an operator"
+    detail = (
+        f"by an operator; {len(again)} of {len(snapshot.items)} items ({scope})" if snapshot.items else "by an operator"
+    )
     event = Event(EVENT_JOB_REQUEUED, now(), detail=detail, run=snapshot.run + 1)
     fields = {F_STAGE: "", F_PROGRESS: ""}
     if not record.append(event, mode="requeue", requeue_from=REQUEUABLE, fields=fields, items=again):

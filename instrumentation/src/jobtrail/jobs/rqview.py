@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+import redis
 from jobtrail.conventions import (
     STATE_CANCELLED,
     STATE_DEFERRED,
@@ -49,7 +51,7 @@ class RQView:
     next_run_at: datetime | None
 
 
-def fetch(job_id: str, connection, serializer=None) -> Job | None:  # type: ignore[no-untyped-def]
+def fetch(job_id: str, connection: redis.Redis, serializer: Any = None) -> Job | None:
     try:
         return Job.fetch(job_id, connection=connection, serializer=serializer)
     except NoSuchJobError:

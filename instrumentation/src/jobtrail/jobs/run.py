@@ -219,9 +219,7 @@ class ItemRun:
         self._run._write(event, items=[self._item])
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> bool:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> bool:
         if error is not None and not isinstance(error, Exception) or isinstance(error, JobCancelled):
             return False
         self._run._item_done(self._item, error, final=isinstance(error, self._permanent))
@@ -247,4 +245,3 @@ def end_run(job_id: str) -> JobRun | None:
 
 
 _RUNS: dict[str, JobRun] = {}
-

@@ -14,11 +14,11 @@ from typing import Any
 from jobtrail.conventions import (
     EVENT_JOB_EXPIRED,
     EVENT_JOB_STARTED,
-    JOB_CONTRACT_TERMINAL_STATES,
     STATE_EXPIRED,
     STATE_NOT_FOUND,
     STATE_SCHEDULED,
     STATE_STARTED,
+    TERMINAL_STATES,
 )
 from jobtrail.jobs.record import F_FIRST_ERROR, F_KEPT_UNTIL, F_LAST_ERROR, F_REQUEST_ID, F_STAGE, Event, Snapshot, iso
 from jobtrail.jobs.rqview import RQView
@@ -52,7 +52,7 @@ def status_body(snapshot: Snapshot, rq: RQView | None, status_url: str, at: date
         "job_id": snapshot.job_id,
         "request_id": snapshot.text(F_REQUEST_ID),
         "state": state,
-        "terminal": state in JOB_CONTRACT_TERMINAL_STATES,
+        "terminal": state in TERMINAL_STATES,
         "status_url": status_url,
         "stage": stage,
         "progress": snapshot.progress(),

@@ -40,15 +40,14 @@ from jobtrail.jobs.record import (
     Event,
     Item,
     JobError,
-    JobRecord,
     Snapshot,
     error_json,
     iso,
     now,
     utc,
 )
-from jobtrail.jobs.run import JobCancelled, JobRun, end_run
 from jobtrail.jobs.rqview import kept_for_s, retry_decision
+from jobtrail.jobs.run import JobCancelled, JobRun, end_run
 from rq.job import Job
 
 _log = logging.getLogger("jobtrail.jobs")
@@ -109,7 +108,9 @@ def _record_attempt(job: Job, run: JobRun, error: BaseException | None) -> None:
     if run.record.append(event, terminal=outcome, fields=fields, items=items):
         run.emit(event)
     else:
-        _log.info("job %s: its run had already ended (%s); %s not recorded", job.id, run.record.read().terminal, outcome)
+        _log.info(
+            "job %s: its run had already ended (%s); %s not recorded", job.id, run.record.read().terminal, outcome
+        )
 
 
 def _cancel(job: Job, run: JobRun, snapshot: Snapshot) -> None:
