@@ -20,6 +20,8 @@ from jobtrail.conventions import (
     ATTR_FIRST_ERROR_MESSAGE,
     ATTR_FIRST_ERROR_TYPE,
     ATTR_JOB_ATTEMPT,
+    ATTR_JOB_EVENT_DETAIL,
+    ATTR_JOB_ITEM_ID,
     ATTR_JOB_OUTCOME,
     ATTR_JOB_QUEUE_WAIT_MS,
     ATTR_JOB_SCHEDULED_FOR,
@@ -34,7 +36,13 @@ from jobtrail.conventions import (
     ATTR_UI_RESULT_MESSAGE,
     ATTR_UI_RESULT_STATE,
     ATTR_UI_SCREEN,
+    EVENT_ITEM_FAILED_RETRYABLE,
+    EVENT_ITEM_FAILED_TERMINAL,
+    EVENT_ITEM_SUCCEEDED,
+    EVENT_JOB_CANCELLED,
     EVENT_JOB_FAILED,
+    EVENT_JOB_PARTIALLY_SUCCEEDED,
+    EVENT_JOB_REQUEUED,
     EVENT_RETRY_SCHEDULED,
     EVENT_UI_RESULT,
     OPERATION_PROCESS,
@@ -75,6 +83,8 @@ FINAL_RETRY_PENDING = "retry pending"
 FINAL_NOT_PICKED_UP = "queued, never picked up"
 FINAL_STOPPED = "stopped"
 FINAL_NO_JOB = "no job"
+FINAL_CANCELLED = "cancelled"
+"""Someone cancelled the job; it stopped at a safe point (not a failure)."""
 
 _OUTCOME_FINAL = {
     OUTCOME_SUCCEEDED: FINAL_SUCCEEDED,
@@ -261,6 +271,7 @@ class _Builder:
         failed_steps = sum(1 for step in steps if step.status_error)
         if final == FINAL_SUCCEEDED and failed_steps:
             final = FINAL_PARTLY_DONE
+        final = _contract_final(last) or final
         count = "1 attempt" if len(attempts) == 1 else f"{len(attempts)} attempts"
         text = f"job {job_id} {final} at {self._time(last.end_ns)} after {count}"
         if final == FINAL_PARTLY_DONE:
@@ -298,6 +309,8 @@ class _Builder:
         for step in self.steps.get(attempt.span_id, []):
             outcome_text = f"failed: {_error(step)}" if step.status_error else f"done in {_seconds(step)}"
             self._append(step.start_ns, "step", f'step "{step.name}" {outcome_text}', depth=1)
+        for at_ns, kind, fact in _contract_facts(attempt, self._time):
+            self._append(at_ns, kind, fact, depth=1)
 
     # --- the verdict ----------------------------------------------------------------------------------
     def _first_broken_step(self) -> BrokenStep:
@@ -325,6 +338,12 @@ class _Builder:
             if not attempts:
                 return BrokenStep(STEP_JOB_NOT_FINISHED, f"job {job_id} was never picked up by a worker")
             last = attempts[-1]
+            contract_step = _contract_broken_step(job_id, last, self._time)
+            if contract_step is not None:
+                if contract_step.step != STEP_NOTHING_BROKEN:
+                    return contract_step
+                retried.append(contract_step.detail)
+                continue
             if last.attributes.get(ATTR_JOB_OUTCOME) != OUTCOME_SUCCEEDED:
                 return BrokenStep(STEP_JOB_NOT_FINISHED, self._unfinished_detail(job_id, last))
             failed_step = next((step for step in self.steps.get(last.span_id, []) if step.status_error), None)
@@ -387,8 +406,60 @@ def _worst(finals: Sequence[str]) -> str:
         FINAL_DEAD_LETTERED,
         FINAL_RETRY_PENDING,
         FINAL_PARTLY_DONE,
+        FINAL_CANCELLED,
     )
     return next((state for state in order if state in finals), FINAL_SUCCEEDED)
+
+
+# --- the job contract's facts (jobtrail.jobs records them as events on the attempt span) -------------------
+def _contract_facts(attempt: TrailSpan, clock: Any) -> list[tuple[int, str, str]]:
+    """Items, partial success, cancellation and requeues of one attempt, as support says them."""
+    facts: list[tuple[int, str, str]] = []
+    done = [event for event in attempt.events if event.name == EVENT_ITEM_SUCCEEDED]
+    if done:
+        names = ", ".join(str(event.attributes.get(ATTR_JOB_ITEM_ID, "?")) for event in done)
+        facts.append((done[-1].time_ns, "items", f"{len(done)} item(s) done: {names}"))
+    for event in attempt.events:
+        item = event.attributes.get(ATTR_JOB_ITEM_ID, "?")
+        detail = event.attributes.get(ATTR_JOB_EVENT_DETAIL)
+        if event.name == EVENT_ITEM_FAILED_TERMINAL:
+            facts.append((event.time_ns, "item_failed", f'item "{item}" failed for good: {detail}'))
+        elif event.name == EVENT_ITEM_FAILED_RETRYABLE:
+            facts.append((event.time_ns, "item_failed", f'item "{item}" failed, to be tried again: {detail}'))
+        elif event.name == EVENT_JOB_PARTIALLY_SUCCEEDED:
+            facts.append((event.time_ns, "partial", f"the job finished only in part: {detail}"))
+        elif event.name == EVENT_JOB_CANCELLED:
+            text = f"the job was cancelled on request; it stopped at a safe point at {clock(event.time_ns)}"
+            facts.append((event.time_ns, "cancelled", text))
+        elif event.name == EVENT_JOB_REQUEUED:
+            facts.append(
+                (event.time_ns, "requeued", f"an operator requeued the job at {clock(event.time_ns)} ({detail})")
+            )
+    return facts
+
+
+def _contract_final(last: TrailSpan) -> str | None:
+    if last.event(EVENT_JOB_CANCELLED) is not None:
+        return FINAL_CANCELLED
+    if last.event(EVENT_JOB_PARTIALLY_SUCCEEDED) is not None:
+        return FINAL_PARTLY_DONE
+    return None
+
+
+def _contract_broken_step(job_id: str, last: TrailSpan, clock: Any) -> BrokenStep | None:
+    """A cancelled job is not broken; a partially succeeded one finished only part of its work."""
+    cancelled = last.event(EVENT_JOB_CANCELLED)
+    if cancelled is not None:
+        return BrokenStep(STEP_NOTHING_BROKEN, f"job {job_id} was cancelled on request at {clock(cancelled.time_ns)}")
+    partial = last.event(EVENT_JOB_PARTIALLY_SUCCEEDED)
+    if partial is not None:
+        failed = [event for event in last.events if event.name == EVENT_ITEM_FAILED_TERMINAL]
+        which = f'; item "{failed[0].attributes.get(ATTR_JOB_ITEM_ID)}" failed: ' if failed else ""
+        why = str(failed[0].attributes.get(ATTR_JOB_EVENT_DETAIL, "")) if failed else ""
+        return BrokenStep(
+            STEP_JOB_PARTIAL, f"job {job_id}: {partial.attributes.get(ATTR_JOB_EVENT_DETAIL)}{which}{why}"
+        )
+    return None
 
 
 def _method(span: TrailSpan) -> str:

@@ -39,8 +39,8 @@ class DemoSettings:
     """Seconds between attempts of the receipt job (increasing); its retry count is their number."""
     work_scale: float = 1.0
     """Size of the report job's real work (1.0 takes a few seconds; tests use far less)."""
-    report_seconds: float = 0.0
-    """Extra wall time the report spreads over its chunks, so a person (or a test) can cancel it mid-way."""
+    report_seconds: float = 3.0
+    """Extra wall time the report spreads over its chunks, so its progress shows and a person can cancel it."""
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod

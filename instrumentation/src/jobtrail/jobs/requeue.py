@@ -66,7 +66,12 @@ def requeue(connection: redis.Redis, job_id: str, *, failed_items_only: bool = F
     if job.id in FailedJobRegistry(job.origin, connection=connection):
         FailedJobRegistry(job.origin, connection=connection).requeue(job)
     else:
-        FinishedJobRegistry(job.origin, connection=connection).remove(job)
+        # The job returned (RQ calls it finished): put it back the way RQ's own requeue does, which is no new
+        # enqueue (``enqueue_job`` would be traced as one), so the trail keeps one ``send`` for the job.
+        queue = Queue(job.origin, connection=connection, serializer=job.serializer)
         job.started_at = job.ended_at = None
-        Queue(job.origin, connection=connection, serializer=job.serializer).enqueue_job(job)
+        with connection.pipeline() as pipe:
+            FinishedJobRegistry(job.origin, connection=connection).remove(job, pipeline=pipe)
+            queue._enqueue_job(job, pipeline=pipe)
+            pipe.execute()
     return Requeued(job_id, snapshot.run + 1, len(again), snapshot.attempts() + 1)
