@@ -63,6 +63,8 @@ const EVENT_WORDS = {
   job_expired: 'expired ({detail})',
 };
 
+const ISO_TIME = /\d{4}-\d{2}-\d{2}T[\d:.]+(?:Z|[+-]\d{2}:\d{2})/g;
+
 function timeOf(iso) {
   return iso ? new Date(iso).toLocaleTimeString() : '';
 }
@@ -86,7 +88,7 @@ function describeEvent(event) {
   const text = template
     .replace('{attempt}', event.attempt ?? '?')
     .replace('{item}', event.item ?? '')
-    .replace('{detail}', event.detail ?? '')
+    .replace('{detail}', (event.detail ?? '').replace(ISO_TIME, (iso) => timeOf(iso)))
     .replace(' ()', '');
   return `${timeOf(event.at) || '—'} ${text}`;
 }
