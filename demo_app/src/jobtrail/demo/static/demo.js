@@ -66,7 +66,7 @@ const EVENT_WORDS = {
 const ISO_TIME = /\d{4}-\d{2}-\d{2}T[\d:.]+(?:Z|[+-]\d{2}:\d{2})/g;
 
 function timeOf(iso) {
-  return iso ? new Date(iso).toLocaleTimeString() : '';
+  return iso ? new Date(iso).toLocaleTimeString('en-GB') : ''; // 24-hour HH:MM:SS, as the trail prints times
 }
 
 const words = (state) => state.replaceAll('_', ' ');
