@@ -277,7 +277,7 @@ class _Builder:
         if final == FINAL_PARTLY_DONE:
             text += f" ({failed_steps} of {len(steps)} steps failed)"
         failed = last.event(EVENT_JOB_FAILED)
-        if failed is not None:
+        if failed is not None and final != FINAL_CANCELLED:
             text += f" (first error: {_first_error(failed)}; last error: {_error(last, 'unknown')})"
         self._append(last.end_ns, "job_final", text)
         return final

@@ -166,7 +166,10 @@ class Contract:
     def _enqueue(
         self, caller: Caller, func: Callable[..., Any] | str, args: tuple[Any, ...], job_kwargs: dict[str, Any]
     ) -> Job:
-        # The worker records each attempt through RQ's callbacks, unless the caller brings its own.
+        # The worker records each attempt through RQ's callbacks: a job of the contract cannot replace them.
+        taken = sorted({"on_success", "on_failure"} & set(job_kwargs))
+        if taken:
+            raise TypeError(f"{', '.join(taken)}: the job contract records each attempt through these RQ callbacks")
         job_kwargs = {"on_success": Callback(record_success), "on_failure": Callback(record_failure), **job_kwargs}
         job_id = str(job_kwargs.pop("job_id", None) or uuid.uuid4().hex)
         retry = job_kwargs.get("retry")
