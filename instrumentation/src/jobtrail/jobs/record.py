@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import redis
+from jobtrail.conventions import ITEM_STATES, JOB_EVENTS
 
 _log = logging.getLogger("jobtrail.jobs")
 
@@ -287,13 +288,6 @@ class JobRecord:
     def delete(self) -> None:
         self._connection.delete(self.key, self.events_key, self.items_key)
 
-    def expire(self, ttl_s: int) -> None:
-        """Keep the record ``ttl_s`` more seconds (past RQ's own TTL for the finished job)."""
-        with self._connection.pipeline() as pipe:
-            for key in (self.key, self.events_key, self.items_key):
-                pipe.expire(key, ttl_s)
-            pipe.execute()
-
     def read(self) -> Snapshot:
         with self._connection.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.key)
@@ -355,7 +349,7 @@ def _error_of(raw: Any) -> JobError | None:
 
 
 def _event_of(raw: Any) -> Event | None:
-    if not isinstance(raw, dict) or not isinstance(raw.get("event"), str):
+    if not isinstance(raw, dict) or raw.get("event") not in JOB_EVENTS:
         return None
     try:
         at = _parse_time(raw.get("at"))
@@ -370,7 +364,7 @@ def _event_of(raw: Any) -> Event | None:
 
 
 def _item_of(item_id: str, raw: Any) -> Item | None:
-    if not isinstance(raw, dict) or not isinstance(raw.get("state"), str) or not isinstance(raw.get("attempts"), int):
+    if not isinstance(raw, dict) or raw.get("state") not in ITEM_STATES or not isinstance(raw.get("attempts"), int):
         return None
     error = _error_of(raw["error"]) if raw.get("error") is not None else None
     if raw.get("error") is not None and error is None:
