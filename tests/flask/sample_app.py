@@ -86,7 +86,9 @@ def create_app(queue: Queue, *, forward_to: str | None = None) -> Flask:
     def import_rows():
         rows = (request.get_json(silent=True) or {}).get("rows", {})
         retries = int(request.args.get("retries", "0"))
-        return jobs.accept(tasks.import_items, rows, retry=Retry(max=retries) if retries else None)
+        return jobs.accept(
+            tasks.import_items, rows, retry=Retry(max=retries) if retries else None, job_items=list(rows)
+        )
 
     @app.post("/gated")
     def gated():

@@ -56,12 +56,34 @@ def test_a_queued_job_cancelled_never_runs(client, run_jobs, redis_conn):
     assert client.get(accepted["status_url"]).get_json() == body
 
 
-def test_a_queued_job_with_items_cancelled_marks_its_pending_items_cancelled(client, run_jobs):
-    accepted = client.post("/import", json={"rows": {"a.csv": "ok"}}).get_json()
+def test_a_job_waiting_for_its_retry_cancelled_never_runs_again(client, run_jobs, queue):
+    accepted = client.post("/failing-receipts?retries=2&interval=600").get_json()
+    run_jobs()
+    assert client.get(accepted["status_url"]).get_json()["state"] == "scheduled"
+
+    body = client.post(f"{accepted['status_url']}/cancel").get_json()
+
+    assert (body["state"], body["attempt"], body["next_run_at"]) == (STATE_CANCELLED, 1, None)
+    assert body["events"][-1] == {**body["events"][-1], "event": EVENT_JOB_CANCELLED, "detail": "before it ran again"}
+    assert accepted["job_id"] not in queue.scheduled_job_registry.get_job_ids()
+    assert queue.fetch_job(accepted["job_id"]).get_status() == "canceled"
+
+
+def test_a_queued_job_with_items_cancelled_marks_its_pending_items_cancelled(client, run_jobs, redis_conn):
+    accepted = client.post("/import", json={"rows": {"a.csv": "ok", "b.csv": "ok"}}).get_json()
+    queued = client.get(accepted["status_url"]).get_json()
+    assert [(item["id"], item["state"]) for item in queued["items"]] == [("a.csv", "pending"), ("b.csv", "pending")]
+
     client.post(f"{accepted['status_url']}/cancel")
     run_jobs()
+
     body = client.get(accepted["status_url"]).get_json()
-    assert body["state"] == STATE_CANCELLED and body["items"] == []  # never started: no item was ever declared
+    assert body["state"] == STATE_CANCELLED
+    assert [(item["id"], item["state"], item["attempts"]) for item in body["items"]] == [
+        ("a.csv", "cancelled", 0),
+        ("b.csv", "cancelled", 0),
+    ]
+    assert items_run_count(redis_conn, accepted["job_id"], "a.csv") == 0
 
 
 def test_the_worker_that_got_a_job_just_cancelled_stops_at_its_first_safe_point(client, run_jobs, redis_conn, queue):

@@ -128,7 +128,10 @@ def create_app(settings: DemoSettings, connection: redis.Redis) -> flask.Flask:
             if len(item["content"].encode()) > MAX_IMPORT_FILE_BYTES:
                 return refuse("validation_failed", 422, detail=f"{item['name']} is over {MAX_IMPORT_FILE_BYTES} bytes")
         files = [{"name": item["name"], "content": item["content"]} for item in files]
-        return contracts[QUEUE_IMPORTS].accept(jobs.import_files, files, idempotency_payload=body)
+        names = [item["name"] for item in files]
+        if len(set(names)) != len(names):
+            return refuse("validation_failed", 422, detail="each file needs its own name")
+        return contracts[QUEUE_IMPORTS].accept(jobs.import_files, files, idempotency_payload=body, job_items=names)
 
     @app.get("/api/reports/<job_id>")
     def report_status(job_id: str) -> Any:

@@ -7,7 +7,7 @@ state on the server span and in the ``X-Job-State`` header. It never runs a job 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobtrail.conventions import ATTR_JOB_STATE, JOB_STATE_HEADER
@@ -61,16 +61,25 @@ class JobContract:
         return Caller(current_request_id(), self._actor() if self._actor else None)
 
     def accept(
-        self, func: Callable[..., Any] | str, *args: Any, idempotency_payload: Any = _RAW_BODY, **job_kwargs: Any
+        self,
+        func: Callable[..., Any] | str,
+        *args: Any,
+        idempotency_payload: Any = _RAW_BODY,
+        job_items: Sequence[str] = (),
+        **job_kwargs: Any,
     ) -> flask.Response:
         """Enqueue ``func(*args)`` like ``Queue.enqueue`` and answer ``202`` with where to follow the job.
 
         With an ``Idempotency-Key`` header, the same key and payload (``idempotency_payload``, by default the
-        raw request body) from the same actor answers with the job of the first request.
+        raw request body) from the same actor answers with the job of the first request. ``job_items`` lists
+        the job's items up front (``pending`` in the status until the job runs them).
         """
         key = flask.request.headers.get(IDEMPOTENCY_KEY_HEADER)
         payload = flask.request.get_data() if idempotency_payload is _RAW_BODY else idempotency_payload
-        return _respond(self.core.accept(self.caller(), func, args, job_kwargs, idempotency_key=key, payload=payload))
+        answer = self.core.accept(
+            self.caller(), func, args, job_kwargs, idempotency_key=key, payload=payload, items=job_items
+        )
+        return _respond(answer)
 
     def status_response(self, job_id: str) -> flask.Response:
         """The status response (``Cache-Control: no-store``); 404 for a job of another contract or actor."""

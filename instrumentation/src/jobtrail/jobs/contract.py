@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,8 +126,12 @@ class Contract:
         *,
         idempotency_key: str | None = None,
         payload: Any = None,
+        items: Sequence[str] = (),
     ) -> Answer:
         """Enqueue ``func(*args)`` (``job_kwargs`` as ``Queue.enqueue`` takes them) and answer 202.
+
+        ``items`` declares the job's items up front (the ids its function passes to ``run.items``), so the
+        status lists them as ``pending`` from the start and a cancel before the job runs marks them ``cancelled``.
 
         With an idempotency key, the same key and payload from the same actor for the same operation answers
         with the first request's job; another payload is ``409 idempotency_conflict``. Redis down: ``503
@@ -139,7 +143,7 @@ class Contract:
             )
         try:
             if idempotency_key is None:
-                job = self._enqueue(caller, func, args, job_kwargs)
+                job = self._enqueue(caller, func, args, job_kwargs, items)
                 return self._accepted(job.id, caller.request_id, view_of(job).state)
             scope = Scope(self.name, _operation(func), caller.actor)
             ours = Claim(
@@ -149,7 +153,7 @@ class Contract:
             if holder.job_id != ours.job_id:
                 return self._replay(holder, ours)
             try:
-                job = self._enqueue(caller, func, args, {**job_kwargs, "job_id": ours.job_id})
+                job = self._enqueue(caller, func, args, {**job_kwargs, "job_id": ours.job_id}, items)
             except RedisError:
                 with suppress(RedisError):
                     self._idempotency.release(scope, idempotency_key)
@@ -164,7 +168,12 @@ class Contract:
             return Refusal(503, REASON_JOB_NOT_QUEUED, "the job queue is unreachable; nothing was queued")
 
     def _enqueue(
-        self, caller: Caller, func: Callable[..., Any] | str, args: tuple[Any, ...], job_kwargs: dict[str, Any]
+        self,
+        caller: Caller,
+        func: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        job_kwargs: dict[str, Any],
+        items: Sequence[str],
     ) -> Job:
         # The worker records each attempt through RQ's callbacks: a job of the contract cannot replace them.
         taken = sorted({"on_success", "on_failure"} & set(job_kwargs))
@@ -182,7 +191,8 @@ class Contract:
         }
         # The record first: the worker may pick the job up the moment it is queued, and writes into the record.
         record = JobRecord(self.queue.connection, job_id)
-        record.create(fields, Event(EVENT_JOB_CREATED, now()), self._record_ttl(job_kwargs))
+        declared = [Item(str(item_id), ITEM_PENDING) for item_id in dict.fromkeys(items)]
+        record.create(fields, Event(EVENT_JOB_CREATED, now()), self._record_ttl(job_kwargs), declared)
         try:
             return self.queue.enqueue(func, *args, job_id=job_id, **job_kwargs)  # type: ignore[type-var]
         except RedisError:

@@ -245,13 +245,15 @@ class JobRecord:
         self.items_key = f"{self.key}:items"
         self._script = connection.register_script(_APPEND_SCRIPT)
 
-    def create(self, fields: Mapping[str, str], first: Event, ttl_s: int | None) -> None:
-        """The API's first write: the record and ``job_created`` (replacing any leftover of the same id)."""
+    def create(self, fields: Mapping[str, str], first: Event, ttl_s: int | None, items: list[Item]) -> None:
+        """The API's first write: the record, ``job_created`` and the items known up front (replacing leftovers)."""
         with self._connection.pipeline() as pipe:
             pipe.delete(self.key, self.events_key, self.items_key)
-            mapping: dict[Any, Any] = {**fields, F_RUN: "1"}
+            mapping: dict[Any, Any] = {**fields, F_RUN: "1", F_ITEM_ORDER: json.dumps([item.id for item in items])}
             pipe.hset(self.key, mapping=mapping)
             pipe.rpush(self.events_key, first.stored())
+            if items:
+                pipe.hset(self.items_key, mapping={item.id: item.stored() for item in items})
             for key in (self.key, self.events_key, self.items_key):
                 if ttl_s is not None:
                     pipe.expire(key, ttl_s)

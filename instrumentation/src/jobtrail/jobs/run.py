@@ -220,8 +220,8 @@ class ItemRun:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> bool:
-        if error is not None and not isinstance(error, Exception) or isinstance(error, JobCancelled):
-            return False
+        if isinstance(error, JobCancelled) or (error is not None and not isinstance(error, Exception)):
+            return False  # a cancel, or SystemExit/KeyboardInterrupt: not this item's failure
         self._run._item_done(self._item, error, final=isinstance(error, self._permanent))
         return True
 

@@ -11,6 +11,7 @@ A terminal event lands only while the run is open, so a cancel and a completion 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -103,7 +104,7 @@ def _record_attempt(job: Job, run: JobRun, error: BaseException | None) -> None:
     outcome = _outcome(items, failed=error is not None)
     kept = kept_for_s(job, failed=error is not None)
     if kept is not None:
-        fields[F_KEPT_UNTIL] = iso(at.fromtimestamp(at.timestamp() + kept, at.tzinfo))
+        fields[F_KEPT_UNTIL] = iso(at + timedelta(seconds=kept))
     event = Event(_OUTCOME_EVENT[outcome], at, run.attempt, detail=_summary(items), run=run.run)
     if run.record.append(event, terminal=outcome, fields=fields, items=items):
         run.emit(event)
