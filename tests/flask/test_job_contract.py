@@ -290,14 +290,16 @@ def test_garbage_in_the_record_answers_what_it_can_prove_with_one_warning(client
     run_jobs()
     key = f"{KEY_PREFIX}{accepted['job_id']}"
     queue.connection.rpush(f"{key}:events", b"\xff not json", b'{"event": 7}')
-    queue.connection.hset(key, mapping={"progress": "[1,", "first_error": "{}", "item_order": "nope"})
+    queue.connection.hset(
+        key, mapping={"progress": "[1,", "first_error": "{}", "item_order": "nope", "terminal": "exploded", "run": "x"}
+    )
 
     with caplog.at_level(logging.WARNING, logger="jobtrail.jobs"):
         response = client.get(accepted["status_url"])
 
     assert response.status_code == 200
     body = response.get_json()
-    assert (body["state"], body["progress"], body["first_error"]) == (STATE_SUCCEEDED, None, None)
+    assert (body["state"], body["progress"], body["first_error"]) == (STATE_SUCCEEDED, None, None), "RQ's word"
     assert events(body) == [EVENT_JOB_CREATED, EVENT_JOB_STARTED, EVENT_JOB_SUCCEEDED]
     warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
     assert len(warnings) == 1 and accepted["job_id"] in warnings[0].getMessage()

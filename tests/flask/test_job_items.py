@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from jobtrail.conventions import (
     EVENT_ITEM_FAILED_RETRYABLE,
     EVENT_ITEM_FAILED_TERMINAL,
@@ -17,6 +20,7 @@ from jobtrail.conventions import (
     STATE_SUCCEEDED,
 )
 
+from tests.flask import worker_process
 from tests.flask.tasks import items_run_count
 
 
@@ -100,3 +104,34 @@ def test_result_of_a_partially_succeeded_job_is_readable(client, run_jobs):
 def test_job_succeeded_event_follows_its_items(client, run_jobs):
     _accepted, body = run_import(client, run_jobs, {"a.csv": "ok", "b.csv": "ok"})
     assert [event["event"] for event in body["events"]][-1] == EVENT_JOB_SUCCEEDED
+
+
+@pytest.mark.slow
+def test_fast_polling_during_a_retried_job_on_a_forking_worker_changes_nothing(client, redis_conn, redis_url):
+    """The issue's race: reads between the worker's writes must neither invent nor lose an event."""
+    accepted = client.post("/import?retries=1", json={"rows": {"a.csv": "ok", "b.csv": "flaky"}}).get_json()
+    worker = worker_process.start(redis_url, "receipts")
+    seen_states = []
+    try:
+        deadline = time.monotonic() + 30
+        while worker.poll() is None:
+            assert time.monotonic() < deadline, "the worker did not finish"
+            seen_states.append(client.get(accepted["status_url"]).get_json()["state"])
+        assert worker.returncode == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+    body = client.get(accepted["status_url"]).get_json()
+    assert (body["state"], body["attempt"]) == (STATE_SUCCEEDED, 2)
+    job_events = [e["event"] for e in body["events"] if not e["event"].startswith("item_")]
+    assert job_events == [
+        EVENT_JOB_CREATED,
+        EVENT_JOB_STARTED,
+        EVENT_JOB_RETRY_SCHEDULED,
+        EVENT_JOB_STARTED,
+        EVENT_JOB_SUCCEEDED,
+    ]
+    assert len(seen_states) > 1
+    assert [e["attempt"] for e in body["events"] if e["event"] == EVENT_JOB_STARTED] == [1, 2]

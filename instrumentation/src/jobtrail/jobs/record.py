@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import redis
-from jobtrail.conventions import ITEM_STATES, JOB_EVENTS
+from jobtrail.conventions import ITEM_STATES, JOB_EVENTS, TERMINAL_STATES
 
 _log = logging.getLogger("jobtrail.jobs")
 
@@ -217,7 +217,12 @@ class Snapshot:
 
     @property
     def terminal(self) -> str | None:
-        return self.text(F_TERMINAL)
+        """How the current run ended (None while it runs); a value that is no terminal state is damage."""
+        value = self.text(F_TERMINAL)
+        if value is not None and value not in TERMINAL_STATES:
+            self.damaged.append(F_TERMINAL)
+            return None
+        return value
 
     def attempts(self) -> int:
         """Attempts so far, over every run (operator requeues continue the numbering)."""
