@@ -20,7 +20,6 @@ from jobtrail.conventions import (
     EVENT_JOB_CANCEL_REQUESTED,
     EVENT_JOB_CANCELLED,
     EVENT_JOB_CREATED,
-    ITEM_CANCELLED,
     ITEM_PENDING,
     REASON_ALREADY_TERMINAL,
     REASON_JOB_NOT_QUEUED,
@@ -44,6 +43,7 @@ from jobtrail.jobs.record import (
     Item,
     JobRecord,
     Snapshot,
+    cancelled_items,
     now,
     warn_damaged,
 )
@@ -301,13 +301,9 @@ class Contract:
         with suppress(InvalidJobOperation):
             job.cancel()
         snapshot = record.read()
-        items = [
-            Item(item.id, ITEM_CANCELLED, item.attempts, item.error, item.checkpoint, item.final)
-            for item in snapshot.items
-            if item.state == ITEM_PENDING
-        ]
         detail = "before it ran again" if snapshot.attempts() else "before it ran"
-        record.append(Event(EVENT_JOB_CANCELLED, now(), detail=detail), terminal=STATE_CANCELLED, items=items)
+        event = Event(EVENT_JOB_CANCELLED, now(), detail=detail)
+        record.append(event, terminal=STATE_CANCELLED, items=cancelled_items(snapshot.items))
 
     def _already_terminal(self, record: JobRecord) -> Refusal:
         terminal = record.read().terminal

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 import redis
-from jobtrail.conventions import ITEM_STATES, JOB_EVENTS, TERMINAL_STATES
+from jobtrail.conventions import ITEM_CANCELLED, ITEM_PENDING, ITEM_RUNNING, ITEM_STATES, JOB_EVENTS, TERMINAL_STATES
 
 _log = logging.getLogger("jobtrail.jobs")
 
@@ -377,6 +377,11 @@ def _item_of(item_id: str, raw: Any) -> Item | None:
     if raw.get("error") is not None and error is None:
         return None
     return Item(item_id, raw["state"], raw["attempts"], error, raw.get("checkpoint"), raw.get("final") is True)
+
+
+def cancelled_items(items: list[Item]) -> list[Item]:
+    """The items a cancel stops: those not started (or not finished) now read ``cancelled``; others unchanged."""
+    return [replace(item, state=ITEM_CANCELLED) for item in items if item.state in (ITEM_PENDING, ITEM_RUNNING)]
 
 
 def error_json(error: JobError) -> str:

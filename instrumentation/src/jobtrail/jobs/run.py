@@ -37,7 +37,6 @@ from jobtrail.conventions import (
     EVENT_ITEM_STARTED,
     EVENT_ITEM_SUCCEEDED,
     EVENT_JOB_CANCELLED,
-    ITEM_CANCELLED,
     ITEM_FAILED,
     ITEM_PENDING,
     ITEM_RUNNING,
@@ -55,6 +54,7 @@ from jobtrail.jobs.record import (
     Item,
     JobError,
     JobRecord,
+    cancelled_items,
     error_json,
     now,
 )
@@ -97,13 +97,9 @@ class JobRun:
         if snapshot.terminal == STATE_CANCELLED:
             raise JobCancelled(f"job {self.job_id} was cancelled")
         if snapshot.text(F_CANCEL_REQUESTED):
-            cancelled = [
-                Item(item.id, ITEM_CANCELLED, item.attempts, item.error, item.checkpoint, item.final)
-                for item in self._items.values()
-                if item.state in (ITEM_PENDING, ITEM_RUNNING)
-            ]
             event = Event(EVENT_JOB_CANCELLED, now(), attempt=self.attempt, run=self.run)
-            if self.record.append(event, terminal=STATE_CANCELLED, items=cancelled):
+            items = cancelled_items(list(self._items.values()))
+            if self.record.append(event, terminal=STATE_CANCELLED, items=items):
                 self.emit(event)
             raise JobCancelled(f"job {self.job_id} was cancelled")
 

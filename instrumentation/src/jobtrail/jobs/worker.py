@@ -23,7 +23,6 @@ from jobtrail.conventions import (
     EVENT_JOB_RETRY_SCHEDULED,
     EVENT_JOB_STARTED,
     EVENT_JOB_SUCCEEDED,
-    ITEM_CANCELLED,
     ITEM_FAILED,
     ITEM_PENDING,
     ITEM_RUNNING,
@@ -42,6 +41,7 @@ from jobtrail.jobs.record import (
     Item,
     JobError,
     Snapshot,
+    cancelled_items,
     error_json,
     iso,
     now,
@@ -119,14 +119,8 @@ def _cancel(job: Job, run: JobRun, snapshot: Snapshot) -> None:
     job.retries_left = 0  # read by RQ's handle_job_failure right after this callback: no retry of a cancelled job
     if snapshot.terminal is not None:
         return
-    items = [
-        Item(item.id, ITEM_CANCELLED, item.attempts, item.error, item.checkpoint, item.final)
-        if item.state in (ITEM_PENDING, ITEM_RUNNING)
-        else item
-        for item in snapshot.items
-    ]
     event = Event(EVENT_JOB_CANCELLED, now(), run.attempt, run=run.run)
-    if run.record.append(event, terminal=STATE_CANCELLED, items=items):
+    if run.record.append(event, terminal=STATE_CANCELLED, items=cancelled_items(snapshot.items)):
         run.emit(event)
 
 
