@@ -15,6 +15,8 @@ SUBCOMMANDS = {
     "jobs": ("jobtrail.jobs.cli", "operator repair of contract jobs: requeue <job id> [--failed-items-only]"),
 }
 """name -> (module with ``main(argv) -> int``, one-line help)."""
+_EXTRAS = {"jobs": "rq"}
+"""The extra that brings a subcommand's dependencies (``processor`` when not listed)."""
 
 
 def usage() -> str:
@@ -38,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = importlib.import_module(module_name)
     except ImportError as error:
         missing = error.name or str(error)
-        print(f"jobtrail {args[0]}: {missing} is missing; install jobtrail[processor]", file=sys.stderr)
+        extra = _EXTRAS.get(args[0], "processor")
+        print(f"jobtrail {args[0]}: {missing} is missing; install jobtrail[{extra}]", file=sys.stderr)
         return 2
     result: int = module.main(args)
     return result
