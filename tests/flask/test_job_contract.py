@@ -27,7 +27,7 @@ from jobtrail.conventions import (
     STATE_SUCCEEDED,
 )
 from jobtrail.jobs.idempotency import Claim, IdempotencyStore, Scope, fingerprint
-from jobtrail.jobs.record import KEY_PREFIX
+from jobtrail.jobs.record import KEY_PREFIX, record_key
 from opentelemetry.trace import SpanKind
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -276,7 +276,7 @@ def test_status_and_result_urls_answer_only_for_their_own_contract_and_actor(cli
     assert client.get(f"{alice['status_url']}/result", headers={ACTOR_HEADER: "u_bob"}).status_code == 404
     mine = client.get(f"{alice['status_url']}/result", headers={ACTOR_HEADER: "u_alice"})
     assert mine.status_code == 200 and mine.get_json()["result"] == "receipt for 1042"
-    assert queue.connection.keys(f"{KEY_PREFIX}{stray.id}*") == []
+    assert queue.connection.keys(f"{KEY_PREFIX}*") and queue.connection.keys(f"{record_key(stray.id)}*") == []
 
 
 def test_result_of_an_unfinished_job_is_409(client):
@@ -288,7 +288,7 @@ def test_result_of_an_unfinished_job_is_409(client):
 def test_garbage_in_the_record_answers_what_it_can_prove_with_one_warning(client, queue, run_jobs, caplog):
     accepted = post_receipt(client).get_json()
     run_jobs()
-    key = f"{KEY_PREFIX}{accepted['job_id']}"
+    key = record_key(accepted["job_id"])
     queue.connection.rpush(f"{key}:events", b"\xff not json", b'{"event": 7}')
     queue.connection.hset(
         key, mapping={"progress": "[1,", "first_error": "{}", "item_order": "nope", "terminal": "exploded", "run": "x"}

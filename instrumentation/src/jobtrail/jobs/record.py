@@ -1,12 +1,12 @@
 """What jobtrail keeps about an accepted job in Redis, beside RQ's own data: the record, its items, its events.
 
-Three keys per job id, all written by the side that caused the fact (the API, the worker or the operator's
-``jobtrail jobs requeue``), never by a status read:
+Three keys per job id (one hash slot: the id is a hash tag), all written by the side that caused the fact
+(the API, the worker or the operator's ``jobtrail jobs requeue``), never by a status read:
 
-- ``jobtrail:job:{id}``: a hash of scalar facts (contract, actor, request id, run, terminal state, stage,
+- ``jobtrail:job:{<id>}``: a hash of scalar facts (contract, actor, request id, run, terminal state, stage,
   progress, first and last error, retry policy, how long RQ keeps the finished job);
-- ``jobtrail:job:{id}:events``: the append-only event list (one JSON object per event);
-- ``jobtrail:job:{id}:items``: a hash item id -> JSON item (state, attempts, error, checkpoint, position).
+- ``jobtrail:job:{<id>}:events``: the append-only event list (one JSON object per event);
+- ``jobtrail:job:{<id>}:items``: a hash item id -> JSON item (state, attempts, error, checkpoint, position).
 
 Every append goes through one Lua script, so "append unless the run is already terminal" is atomic: a
 cancel and a completion racing each other cannot both land, and the loser learns it lost.
@@ -84,6 +84,11 @@ while i <= #ARGV do
 end
 return 1
 """
+
+
+def record_key(job_id: str) -> str:
+    """The record's hash key; its events and items keys add ``:events`` / ``:items`` (same slot in a cluster)."""
+    return f"{KEY_PREFIX}{{{job_id}}}"
 
 
 def utc(moment: datetime) -> datetime:
@@ -245,7 +250,7 @@ class JobRecord:
     def __init__(self, connection: redis.Redis, job_id: str) -> None:
         self.job_id = job_id
         self._connection = connection
-        self.key = f"{KEY_PREFIX}{job_id}"
+        self.key = record_key(job_id)
         self.events_key = f"{self.key}:events"
         self.items_key = f"{self.key}:items"
         self._script = connection.register_script(_APPEND_SCRIPT)
