@@ -18,7 +18,9 @@ from jobtrail.conventions import (
     STATE_STARTED,
     STATE_SUCCEEDED,
 )
-from jobtrail.jobs.record import Event, JobRecord, now
+from jobtrail.jobs.record import Event, JobRecord, Snapshot, now
+from jobtrail.jobs.rqview import RQView
+from jobtrail.jobs.status import status_body
 
 from tests.flask import worker_process
 from tests.flask.sample_app import ACTOR_HEADER
@@ -197,3 +199,19 @@ def test_a_job_that_completes_before_its_safe_point_wins_over_the_cancel(client,
     body = client.get(accepted["status_url"]).get_json()
     assert body["state"] == STATE_SUCCEEDED
     assert events(body) == [EVENT_JOB_CREATED, EVENT_JOB_CANCEL_REQUESTED, EVENT_JOB_STARTED, EVENT_JOB_SUCCEEDED]
+
+
+def test_a_job_cancelled_at_its_safe_point_counts_its_attempt_before_the_worker_files_it():
+    """Between the safe point's ``job_cancelled`` and the end of the attempt, RQ still says started."""
+    started_at = now()
+    snapshot = Snapshot(
+        "j1",
+        {"terminal": STATE_CANCELLED, "run": "1"},
+        [Event(EVENT_JOB_CREATED, started_at), Event(EVENT_JOB_CANCELLED, now(), attempt=1)],
+        [],
+    )
+
+    body = status_body(snapshot, RQView(STATE_STARTED, started_at, None), "/jobs/j1", now())
+
+    assert (body["state"], body["attempt"]) == (STATE_CANCELLED, 1)
+    assert [event["event"] for event in body["events"]] == [EVENT_JOB_CREATED, EVENT_JOB_STARTED, EVENT_JOB_CANCELLED]

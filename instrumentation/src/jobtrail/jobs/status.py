@@ -35,13 +35,11 @@ def status_body(snapshot: Snapshot, rq: RQView | None, status_url: str, at: date
         kept_until = snapshot.moment(F_KEPT_UNTIL) if terminal else None
         expired_at = kept_until if kept_until is not None and kept_until <= at else None
         events.append(Event(EVENT_JOB_EXPIRED, expired_at, detail=f"{terminal or 'unfinished'}; {_NO_RQ_JOB}"))
-    elif terminal is not None:
-        state = terminal
     else:
-        state = rq.state
-        attempts = snapshot.attempts()
-        if state == STATE_STARTED and rq.started_at is not None and not _recorded_start(snapshot, rq.started_at):
-            events.append(Event(EVENT_JOB_STARTED, rq.started_at, attempt=attempts + 1, run=snapshot.run))
+        state = terminal or rq.state
+        # An attempt still running (or, after a cancel at a safe point, still ending) has not written its start yet.
+        if rq.state == STATE_STARTED and rq.started_at is not None and not _recorded_start(snapshot, rq.started_at):
+            events.append(Event(EVENT_JOB_STARTED, rq.started_at, attempt=snapshot.attempts() + 1, run=snapshot.run))
         if state == STATE_SCHEDULED:
             next_run_at = rq.next_run_at
     events.sort(key=lambda event: (event.at is None, event.at or at))

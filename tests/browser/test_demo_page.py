@@ -13,7 +13,6 @@ import pytest
 from jobtrail.demo.api import create_app
 from jobtrail.demo.settings import DemoSettings
 
-from tests.fixtures.browser import chromium_missing_reason, launch_chromium
 from tests.flask.serving import serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -21,19 +20,18 @@ CARD = 'section[data-scenario="receipt"]'
 
 
 @pytest.fixture
-def demo_page(redis_conn, redis_url) -> Iterator:
-    reason = chromium_missing_reason()
-    if reason:
-        pytest.fail(reason)
+def demo_page(chromium, redis_conn, redis_url) -> Iterator:
     settings = DemoSettings(redis_url=redis_url, span_intake_forward_to="http://127.0.0.1:9/v1/traces")
-    with serving(create_app(settings, redis_conn)) as base_url, launch_chromium() as browser:
-        context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        page.goto(base_url)
-        page.wait_for_function("() => window.jobtrail !== undefined")
-        yield page
-        context.close()
+    with serving(create_app(settings, redis_conn)) as base_url:
+        context = chromium.new_context(permissions=["clipboard-read", "clipboard-write"])
+        try:
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(base_url)
+            page.wait_for_function("() => window.jobtrail !== undefined")
+            yield page
+        finally:
+            context.close()
 
 
 def finished_card(page) -> dict[str, str]:
