@@ -1,12 +1,14 @@
 """``jobtrail``: the one command for support and operators; each subcommand lives with its package.
 
 Subcommands are imported only when used, so ``jobtrail trail`` needs the ``processor`` extra (the OTLP codec)
-and nothing of RQ, and the instrumentation never imports the trail view.
+and nothing of RQ, and the instrumentation never imports the trail view. A reader that goes away
+(``jobtrail trail ... | head``) ends the command quietly with exit code 141, as SIGPIPE would.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +17,8 @@ SUBCOMMANDS = {
     "jobs": ("jobtrail.jobs.cli", "operator repair of contract jobs: requeue <job id> [--failed-items-only]"),
 }
 """name -> (module with ``main(argv) -> int``, one-line help)."""
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a command whose reader closed the pipe."""
 _EXTRAS = {"jobs": "rq"}
 """The extra that brings a subcommand's dependencies (``processor`` when not listed)."""
 
@@ -43,7 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = _EXTRAS.get(args[0], "processor")
         print(f"jobtrail {args[0]}: {missing} is missing; install jobtrail[{extra}]", file=sys.stderr)
         return 2
-    result: int = module.main(args)
+    try:
+        result: int = module.main(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Nothing more can be written; point stdout at devnull so the interpreter's final flush is quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return result
 
 

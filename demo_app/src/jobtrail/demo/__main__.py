@@ -23,6 +23,7 @@ from jobtrail.demo.scripted import run_scripted, scripted_unavailable
 from jobtrail.demo.settings import API_SERVICE, DemoSettings
 from jobtrail.demo.telemetry import start_telemetry
 from jobtrail.demo.worker import run_worker
+from jobtrail.trail.cli import trail_command
 from werkzeug.serving import make_server
 
 DEFAULT_DATA_DIR = "var/jobtrail"
@@ -101,7 +102,7 @@ def _run_embedded(settings: DemoSettings, args: argparse.Namespace) -> int:
         demo.start()
         print(f"jobtrail demo: {demo.url}", flush=True)
         print(f"  stitched traces: {demo.trace_file}", flush=True)
-        print(f"  a trail:         jobtrail trail <reference> --file {demo.trace_file}", flush=True)
+        print(f"  a trail:         {trail_command(demo.trace_file)}", flush=True)
         if demo.settings.jaeger_ui_url:
             print(f"  Jaeger:          {demo.settings.jaeger_ui_url}", flush=True)
         if args.scripted:

@@ -22,6 +22,9 @@ from jobtrail.conventions import (
     EVENT_JOB_CREATED,
     ITEM_PENDING,
     REASON_ALREADY_TERMINAL,
+    REASON_IDEMPOTENCY_CONFLICT,
+    REASON_IDEMPOTENCY_IN_PROGRESS,
+    REASON_INVALID_IDEMPOTENCY_KEY,
     REASON_JOB_NOT_QUEUED,
     REASON_NOT_FINISHED,
     REASON_NOT_FOUND,
@@ -58,9 +61,6 @@ from rq.job import Job
 
 _log = logging.getLogger("jobtrail.jobs")
 
-REASON_IDEMPOTENCY_CONFLICT = "idempotency_conflict"
-REASON_IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
-REASON_INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"
 _JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 NO_STORE = {"Cache-Control": "no-store"}
 RETRY_AFTER_S = 1
