@@ -107,7 +107,8 @@ def test_a_running_job_stops_at_its_next_safe_point_on_a_real_forking_worker(cli
     url = accepted["status_url"]
     worker = worker_process.start(redis_url, "receipts")
     try:
-        wait_for(client, url, lambda body: body["state"] == STATE_STARTED and body["items"], "never started")
+        running = wait_for(client, url, lambda body: body["state"] == STATE_STARTED and body["items"], "never started")
+        [shown_start] = [event for event in running["events"] if event["event"] == EVENT_JOB_STARTED]
 
         response = client.post(f"{url}/cancel")
         assert response.status_code == 202
@@ -122,6 +123,9 @@ def test_a_running_job_stops_at_its_next_safe_point_on_a_real_forking_worker(cli
 
     body = client.get(url).get_json()
     assert (body["state"], body["attempt"]) == (STATE_CANCELLED, 1), "a Retry(max=2) job is not retried once cancelled"
+    assert [event for event in body["events"] if event["event"] == EVENT_JOB_STARTED] == [shown_start], (
+        "the start shown while it ran is the one the worker recorded"
+    )
     assert [(item["id"], item["state"]) for item in body["items"]] == [
         ("one", "succeeded"),
         ("two", "cancelled"),

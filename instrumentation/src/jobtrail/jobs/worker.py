@@ -11,7 +11,7 @@ A terminal event lands only while the run is open, so a cancel and a completion 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
@@ -50,6 +50,7 @@ from jobtrail.jobs.record import (
 from jobtrail.jobs.rqview import kept_for_s, retry_decision
 from jobtrail.jobs.run import JobCancelled, JobRun, end_run
 from rq.job import Job
+from rq.utils import str_to_date
 
 _log = logging.getLogger("jobtrail.jobs")
 _OUTCOME_EVENT = {
@@ -81,7 +82,7 @@ def _guarded(job: Job, connection: redis.Redis, error: BaseException | None) -> 
 
 def _record_attempt(job: Job, run: JobRun, error: BaseException | None) -> None:
     snapshot = run.record.read()
-    started = Event(EVENT_JOB_STARTED, utc(job.started_at) if job.started_at else now(), run.attempt, run=run.run)
+    started = Event(EVENT_JOB_STARTED, _stored_start(job), run.attempt, run=run.run)
     run.record.append(started, mode="any")
     run.emit(started)
     _tell_requeue(run, snapshot)
@@ -112,6 +113,21 @@ def _record_attempt(job: Job, run: JobRun, error: BaseException | None) -> None:
         _log.info(
             "job %s: its run had already ended (%s); %s not recorded", job.id, run.record.read().terminal, outcome
         )
+
+
+def _stored_start(job: Job) -> datetime:
+    """RQ's start time as it stored it (what a status read shows while the attempt runs).
+
+    The worker's own ``job.started_at`` is set again in memory a moment later; recording that one would make
+    the running attempt's start and the recorded start two different moments.
+    """
+    raw = job.connection.hget(job.key, "started_at")
+    if raw:
+        try:
+            return utc(str_to_date(raw))
+        except ValueError:
+            pass
+    return utc(job.started_at) if job.started_at else now()
 
 
 def _cancel(job: Job, run: JobRun, snapshot: Snapshot) -> None:
