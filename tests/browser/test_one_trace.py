@@ -156,6 +156,12 @@ def test_each_poll_is_a_fetch_span_with_the_state_it_returned(page, site, run_jo
     accepted = page.evaluate("window.acceptedJob")
     page.evaluate("jobtrail.flush()")
     exported(recorder, action_name, base_url + accepted["status_url"])
+    status_url = base_url + accepted["status_url"]
+    asked = len([request for request in requests if request.url == status_url])
+    # Each fetch span ends a moment after its answer: wait for the span of every poll (the kit exports them soon).
+    recorder.wait_for(
+        lambda _d: len([s for s in recorder.json_spans() if attribute(s, "url.full") == status_url]) >= asked
+    )
 
     action, fetches = browser_spans(recorder, action_name)
     polls = sorted(

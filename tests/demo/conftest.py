@@ -25,6 +25,7 @@ STOP_TIMEOUT_S = 60
 HOLD_SECONDS = 0.5
 RETRY_INTERVALS = (1, 2)
 EMAIL_FAILURES = 2
+REPORT_SECONDS = 2
 
 
 def demo_command(data_dir: Path, *extra: str) -> list[str]:
@@ -51,6 +52,7 @@ def demo_environment() -> dict[str, str]:
         "JOBTRAIL_DEMO_RETRY_INTERVALS": ",".join(str(seconds) for seconds in RETRY_INTERVALS),
         "JOBTRAIL_DEMO_EMAIL_FAILURES": str(EMAIL_FAILURES),
         "JOBTRAIL_DEMO_WORK_SCALE": "0.02",
+        "JOBTRAIL_DEMO_REPORT_SECONDS": str(REPORT_SECONDS),
         "JOBTRAIL_JAEGER_UI_URL": "",
     }
     env.pop("REDIS_URL", None)
@@ -69,7 +71,8 @@ class PrintedAction:
     title: str
     state: str
     message: str
-    history: str = ""
+    state_shown: str = ""
+    history: list[str] = field(default_factory=list)
     request_id: str = ""
     trail: list[str] = field(default_factory=list)
 
@@ -96,8 +99,10 @@ def parse_scripted(stdout: str) -> dict[str, PrintedAction]:
             actions[current.title] = current
         elif current is None:
             continue
+        elif line.startswith("   the page's state: "):
+            current.state_shown = line.removeprefix("   the page's state: ")
         elif line.startswith("   the page listed: "):
-            current.history = line.removeprefix("   the page listed: ")
+            current.history.append(line.removeprefix("   the page listed: "))
         elif command := _COMMAND.match(line):
             current.request_id = command["request_id"]
         elif line.startswith("  "):

@@ -17,9 +17,14 @@ from jobtrail.conventions import (
     ATTR_JOB_OUTCOME,
     ATTR_REQUEST_ID,
     ATTR_STITCHED_PARENT_FROM_LINK,
+    EVENT_JOB_CANCEL_REQUESTED,
+    EVENT_JOB_CANCELLED,
+    LOG_EVENT_HTTP_REQUEST,
     LOG_EVENT_JOB_QUEUED,
     OUTCOME_SUCCEEDED,
     REQUEST_ID_HEADER,
+    STATE_CANCELLED,
+    STATE_STARTED,
     STATE_SUCCEEDED,
     TERMINAL_STATES,
 )
@@ -89,6 +94,42 @@ def test_a_receipt_through_the_api_is_logged_stitched_and_flushed_on_sigterm(run
     assert {attempt.parent_span_id for attempt in attempts} == {send.span_id}
     assert max(attempts, key=lambda span: span.start_ns).attributes[ATTR_JOB_OUTCOME] == OUTCOME_SUCCEEDED
     assert build_timeline(spans).first_broken_step.step == STEP_NOTHING_BROKEN
+
+
+def test_a_report_cancelled_over_http_stops_at_its_next_safe_point_and_each_request_is_logged(
+    running_demo: RunningDemo,
+) -> None:
+    base = running_demo.url.rstrip("/")
+    accepted = call(f"{base}/api/reports", {"period": "2026-11"})
+    deadline = time.monotonic() + STATUS_TIMEOUT_S
+    status = call(base + accepted["status_url"])
+    while not (status["state"] == STATE_STARTED and status["progress"]):
+        assert time.monotonic() < deadline and status["state"] not in TERMINAL_STATES, status
+        time.sleep(0.05)
+        status = call(base + accepted["status_url"])
+    polls = 1
+    cancelled = call(f"{base}{accepted['status_url']}/cancel", {})
+    assert cancelled["state"] == STATE_STARTED and cancelled["events"][-1]["event"] == EVENT_JOB_CANCEL_REQUESTED
+    while status["state"] not in TERMINAL_STATES:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+        status = call(base + accepted["status_url"])
+        polls += 1
+    assert status["state"] == STATE_CANCELLED and status["attempt"] == 1
+    assert 0 < status["progress"]["done"] < status["progress"]["total"], "stopped between two chunks"
+    assert status["events"][-1]["event"] == EVENT_JOB_CANCELLED
+
+    running_demo.process.terminate()
+    assert running_demo.process.wait(STOP_TIMEOUT_S) == 0
+    lines = [
+        record
+        for record in json_log_lines(running_demo.stderr_file.read_text())
+        if record.get("event") == LOG_EVENT_HTTP_REQUEST and record.get("request_id") == REQUEST_ID
+    ]
+    routes = [(line["method"], line["route"], line["status"]) for line in lines]
+    assert routes[0] == ("POST", "/api/reports", 202)
+    assert routes.count(("POST", "/api/reports/<job_id>/cancel", 202)) == 1
+    assert sum(1 for route in routes if route == ("GET", "/api/reports/<job_id>", 200)) >= polls
 
 
 def test_scripted_mode_without_chromium_says_what_is_missing_and_starts_nothing(tmp_path: Path) -> None:

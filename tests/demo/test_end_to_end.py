@@ -22,6 +22,7 @@ from jobtrail.conventions import (
     ATTR_UI_ACTION,
     EVENT_JOB_FAILED,
     LOG_FIELDS,
+    LOG_OPTIONAL_FIELDS,
     OUTCOME_FAILED,
     OUTCOME_RETRY_SCHEDULED,
     OUTCOME_SUCCEEDED,
@@ -41,6 +42,7 @@ from jobtrail.trail import (
 )
 from jobtrail.trail.cli import main as trail_main
 from jobtrail.trail.timeline import (
+    FINAL_CANCELLED,
     FINAL_PARTLY_DONE,
     STEP_JOB_NOT_FINISHED,
     STEP_JOB_PARTIAL,
@@ -83,7 +85,7 @@ def one_chain(spans: list[TrailSpan], label: str) -> tuple[TrailSpan, TrailSpan,
     return action, send, attempts
 
 
-RECEIPT, RECEIPT_DEAD, IMPORT = PLAN[1].title, PLAN[2].title, PLAN[3].title
+RECEIPT, RECEIPT_DEAD, IMPORT, REPORT_CANCELLED = PLAN[1].title, PLAN[2].title, PLAN[3].title, PLAN[4].title
 CUSTOMER_EMAIL = "customer@example.com"
 """What the page sends with every receipt; it must never reach a log line or a span."""
 
@@ -94,14 +96,9 @@ def stitched_trail(run: ScriptedRun, request_id: str) -> list[TrailSpan]:
     return spans
 
 
-def recorded_states(history: str) -> list[str]:
-    """The page's history line ("queued 10:14:04 → started 10:14:05 → ...") as its states, polls' queued left out.
-
-    ``queued`` is recorded whenever a status read saw it, so how often it shows depends on polling; every
-    other change is recorded by the worker itself.
-    """
-    states = [change.split()[0] for change in history.split(" → ") if change]
-    return [state for state in states if state != "queued"]
+def listed_events(history: list[str]) -> list[str]:
+    """The page's history, one line per event ("10:14:05 attempt 1 started"), without the times."""
+    return [line.split(" ", 1)[1] for line in history]
 
 
 def test_the_scripted_run_tells_every_scenario_as_its_story_says(scripted_run: ScriptedRun) -> None:
@@ -126,7 +123,8 @@ def test_logs_are_json_lines_with_the_shared_fields_and_no_customer_data(scripte
     attempts = {record["attempt"] for record in mine if record["service"] == "jobtrail-demo-worker"}
     assert attempts == {1, 2, 3}
     assert all(record["job_id"] and record["trace_id"] and record["span_id"] for record in mine if "attempt" in record)
-    assert set(LOG_FIELDS) >= {key for record in mine for key in record} - {"time", "level", "logger", "message"}
+    fields = {key for record in mine for key in record} - {"time", "level", "logger", "message"}
+    assert {*LOG_FIELDS, *LOG_OPTIONAL_FIELDS} >= fields
     assert CUSTOMER_EMAIL not in scripted_run.stderr
     assert CUSTOMER_EMAIL not in scripted_run.trace_file.read_text()
 
@@ -134,7 +132,16 @@ def test_logs_are_json_lines_with_the_shared_fields_and_no_customer_data(scripte
 def test_refund_receipt_fails_twice_then_succeeds_in_one_trace(scripted_run: ScriptedRun, capsys) -> None:
     printed = scripted_run.actions[RECEIPT]
     assert printed.message == "The refund receipt was sent to the customer."
-    assert recorded_states(printed.history) == ["started", "scheduled", "started", "scheduled", "started", "succeeded"]
+    events = listed_events(printed.history)
+    assert events[0] == "accepted" and events[-1] == "succeeded"
+    assert [event.split(";")[0] for event in events[1:-1]] == [
+        "attempt 1 started",
+        "attempt 1 failed",
+        "attempt 2 started",
+        "attempt 2 failed",
+        "attempt 3 started",
+    ], "one line per event, each attempt once"
+    assert events[2].startswith("attempt 1 failed; retry scheduled (SMTPAuthenticationError; next run at ")
     spans = stitched_trail(scripted_run, printed.request_id)
     _action, send, attempts = one_chain(spans, "Send refund receipt")
     assert [attempt.attributes[ATTR_JOB_OUTCOME] for attempt in attempts] == [
@@ -158,16 +165,16 @@ def test_refund_receipt_fails_twice_then_succeeds_in_one_trace(scripted_run: Scr
     ) in out
 
 
-def test_email_provider_down_for_good_dead_letters_and_keeps_the_first_error(
-    scripted_run: ScriptedRun, capsys
-) -> None:
+def test_email_provider_down_for_good_dead_letters_and_keeps_the_first_error(scripted_run: ScriptedRun, capsys) -> None:
     printed = scripted_run.actions[RECEIPT_DEAD]
     assert printed.state == "failed"
     assert printed.message == (
         f"Send refund receipt did not go through: the job failed after {len(RETRY_INTERVALS) + 1} attempts "
         f"({SMTP_LOGIN_ERROR_SHOWN}). Please contact support with reference {printed.request_id}."
     )
-    assert recorded_states(printed.history)[-1] == "failed"
+    events = listed_events(printed.history)
+    assert events[-1] == "failed" and events.count("failed") == 1
+    assert sum(1 for event in events if event.endswith(" started")) == len(RETRY_INTERVALS) + 1
     spans = stitched_trail(scripted_run, printed.request_id)
     _action, send, attempts = one_chain(spans, "Send refund receipt")
     outcomes = [attempt.attributes[ATTR_JOB_OUTCOME] for attempt in attempts]
@@ -199,5 +206,34 @@ def test_import_reports_the_partial_result_honestly(scripted_run: ScriptedRun) -
     [failed_step] = [span for span in spans if span.status_error and span.name.startswith("import ")]
     assert failed_step.name == "import refunds-february.csv"
     assert failed_step.status_message == "ValueError: line 3: amount 'twelve' is not a number"
+    assert printed.state_shown == "partially succeeded (attempt 1)"
+    assert listed_events(printed.history)[-1] == "partially succeeded (2 of 3 items succeeded)"
+    assert "refunds-february.csv: failed (ValueError: line 3: amount 'twelve' is not a number)" in listed_events(
+        printed.history
+    )
     assert "final: " + FINAL_PARTLY_DONE in printed.trail
-    assert printed.trail[-1].startswith(f'first broken step: {STEP_JOB_PARTIAL}: step "import refunds-february.csv"')
+    assert "  2 item(s) done: refunds-january.csv, refunds-march.csv" in printed.trail
+    assert "  the job finished only in part: 2 of 3 items succeeded" in printed.trail
+    assert printed.trail[-1].startswith(f"first broken step: {STEP_JOB_PARTIAL}: job ")
+    assert printed.trail[-1].endswith(
+        '2 of 3 items succeeded; item "refunds-february.csv" failed: '
+        "ValueError: line 3: amount 'twelve' is not a number"
+    )
+
+
+def test_a_report_cancelled_while_it_runs_reads_cancelled_on_the_page_and_in_the_trail(
+    scripted_run: ScriptedRun,
+) -> None:
+    printed = scripted_run.actions[REPORT_CANCELLED]
+    assert printed.state == "failed"
+    assert printed.message == (
+        f"Generate report was cancelled; nothing more will be done. Reference {printed.request_id}."
+    )
+    assert printed.state_shown == "cancelled (attempt 1)"
+    events = listed_events(printed.history)
+    assert events.index("cancel requested") < events.index("cancelled") == len(events) - 1
+    assert "final: " + FINAL_CANCELLED in printed.trail
+    assert any(
+        line.startswith("  the job was cancelled on request; it stopped at a safe point") for line in printed.trail
+    )
+    assert printed.trail[-1].startswith(f"first broken step: {STEP_NOTHING_BROKEN}: job ")

@@ -10,6 +10,8 @@ from rq import Queue, Retry
 
 from tests.flask import tasks
 
+ACTOR_HEADER = "X-Test-Actor"
+
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Receipts</title>
 <script src="/jobtrail/jobtrail.js"></script></head>
@@ -55,7 +57,8 @@ def create_app(queue: Queue, *, forward_to: str | None = None) -> Flask:
     app.register_blueprint(browser_kit_blueprint())
     if forward_to is not None:
         app.register_blueprint(span_intake_blueprint(forward_to))
-    jobs = JobContract(queue, status_endpoint="job_status")
+    jobs = JobContract(queue, status_endpoint="job_status", actor=lambda: request.headers.get(ACTOR_HEADER))
+    others = JobContract(queue, status_endpoint="other_status", name="others")
 
     @app.get("/")
     def page() -> str:
@@ -79,9 +82,46 @@ def create_app(queue: Queue, *, forward_to: str | None = None) -> Flask:
     def send_forgettable_receipt():
         return jobs.accept(tasks.send_receipt, "1042", result_ttl=0)
 
+    @app.post("/import")
+    def import_rows():
+        rows = (request.get_json(silent=True) or {}).get("rows", {})
+        retries = int(request.args.get("retries", "0"))
+        return jobs.accept(
+            tasks.import_items, rows, retry=Retry(max=retries) if retries else None, job_items=list(rows)
+        )
+
+    @app.post("/gated")
+    def gated():
+        names = (request.get_json(silent=True) or {}).get("names", [])
+        return jobs.accept(tasks.gated_items, names, retry=Retry(max=2))
+
+    @app.post("/checked")
+    def checked():
+        return jobs.accept(tasks.checked_send, "1042", retry=Retry(max=2))
+
+    @app.post("/errors")
+    def errors():
+        return jobs.accept(tasks.key_error_then_value_errors, retry=Retry(max=2))
+
+    @app.post("/other-receipts")
+    def other_receipt():
+        return others.accept(tasks.send_receipt, "1042")
+
     @app.get("/jobs/<job_id>")
     def job_status(job_id: str):
         return jobs.status_response(job_id)
+
+    @app.post("/jobs/<job_id>/cancel")
+    def cancel_job(job_id: str):
+        return jobs.cancel_response(job_id)
+
+    @app.get("/jobs/<job_id>/result")
+    def job_result(job_id: str):
+        return jobs.result_response(job_id)
+
+    @app.get("/other-jobs/<job_id>")
+    def other_status(job_id: str):
+        return others.status_response(job_id)
 
     @app.get("/whoami")
     def whoami() -> dict[str, object]:

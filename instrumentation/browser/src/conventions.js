@@ -19,8 +19,9 @@ export const UI_STATE_SUCCEEDED = 'succeeded';
 export const UI_STATE_FAILED = 'failed';
 
 export const STATE_SUCCEEDED = 'succeeded';
+export const STATE_PARTIALLY_SUCCEEDED = 'partially_succeeded';
 export const STATE_FAILED = 'failed';
 export const STATE_CANCELLED = 'cancelled';
 export const STATE_EXPIRED = 'expired';
 export const STATE_NOT_FOUND = 'not_found';
-export const TERMINAL_STATES = [STATE_SUCCEEDED, STATE_FAILED, STATE_CANCELLED, STATE_EXPIRED];
+export const TERMINAL_STATES = [STATE_SUCCEEDED, STATE_PARTIALLY_SUCCEEDED, STATE_FAILED, STATE_CANCELLED, STATE_EXPIRED];

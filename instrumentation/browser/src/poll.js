@@ -4,6 +4,8 @@ import { STATE_NOT_FOUND, TERMINAL_STATES } from './conventions.js';
 const STOP_STATES = [...TERMINAL_STATES, STATE_NOT_FOUND];
 // Answers worth asking again: the server or a proxy may recover, or asked us to slow down.
 const RETRYABLE_STATUSES = [408, 429, 500, 502, 503, 504];
+// Look again this long after a retry's due time: the scheduler needs a moment to move the job.
+const DUE_MARGIN_MS = 250;
 
 function sleep(ms, signal) {
   return new Promise((resolve, reject) => {
@@ -36,27 +38,55 @@ async function readStatus(doFetch, statusUrl, signal) {
   throw new Error(`jobtrail.pollJob: ${statusUrl} answered ${response.status} without a job status`);
 }
 
+// What the page shows of a status: a change in any of these is news worth an `onState`.
+function shownOf(status) {
+  const { state, attempt, next_run_at: nextRunAt, stage, progress } = status;
+  return JSON.stringify([state, attempt, nextRunAt, stage, progress?.done, progress?.total]);
+}
+
+/** The status as the page may show it: a due time already past is not "the next run" (it is due now). */
+function asShown(status, nowMs) {
+  const due = status.next_run_at ? Date.parse(status.next_run_at) : NaN;
+  return Number.isFinite(due) && due <= nowMs ? { ...status, next_run_at: null } : status;
+}
+
 /**
  * Poll a job's status URL until it reaches a terminal state; resolve with the final status JSON.
  *
  * Each poll is a fetch span (pass the action's `fetch` to make it a child of the action); the
- * fetch instrumentation records the state the poll returned (ATTR_JOB_STATE). The wait
- * between polls doubles from `initialDelayMs` up to `maxDelayMs` and polling never stops on a count:
+ * fetch instrumentation records the state the poll returned (ATTR_JOB_STATE). `onState(status)` is
+ * called whenever what a page shows changes: state, attempt, next run time, stage or progress. A
+ * `next_run_at` already in the past is handed over as null (the retry is due now, never "at" a past time).
+ * The wait between polls doubles from `initialDelayMs` up to `maxDelayMs`, starts over after a change,
+ * and is cut short to look again just after a retry's due time. Polling never stops on a count:
  * pass an AbortSignal as `signal` to give up.
  */
 export async function pollJob(statusUrl, options = {}) {
-  const { fetch: doFetch = globalThis.fetch, onState, initialDelayMs = 250, maxDelayMs = 4000, signal } = options;
+  const {
+    fetch: doFetch = globalThis.fetch,
+    onState,
+    initialDelayMs = 250,
+    maxDelayMs = 4000,
+    signal,
+    now = Date.now,
+  } = options;
   let delayMs = initialDelayMs;
-  let lastState;
+  let lastShown;
   for (;;) {
     signal?.throwIfAborted();
-    const status = await readStatus(doFetch, statusUrl, signal);
-    if (status && status.state !== lastState) {
-      lastState = status.state;
-      onState?.(status);
+    const answer = await readStatus(doFetch, statusUrl, signal);
+    const status = answer && asShown(answer, now());
+    if (status) {
+      const shown = shownOf(status);
+      if (shown !== lastShown) {
+        lastShown = shown;
+        delayMs = initialDelayMs;
+        onState?.(status);
+      }
+      if (STOP_STATES.includes(status.state)) return status;
     }
-    if (status && STOP_STATES.includes(status.state)) return status;
-    await sleep(delayMs, signal);
+    const dueInMs = status?.next_run_at ? Date.parse(status.next_run_at) - now() : Infinity;
+    await sleep(Math.max(Math.min(delayMs, dueInMs + DUE_MARGIN_MS), 0), signal);
     delayMs = Math.min(delayMs * 2, maxDelayMs);
   }
 }

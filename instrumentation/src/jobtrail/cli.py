@@ -14,10 +14,13 @@ from collections.abc import Sequence
 
 SUBCOMMANDS = {
     "trail": ("jobtrail.trail.cli", "print the plain-language timeline of one user action"),
+    "jobs": ("jobtrail.jobs.cli", "operator repair of contract jobs: requeue <job id> [--failed-items-only]"),
 }
 """name -> (module with ``main(argv) -> int``, one-line help)."""
 EXIT_BROKEN_PIPE = 141
 """128 + SIGPIPE: what a shell reports for a command whose reader closed the pipe."""
+_EXTRAS = {"jobs": "rq"}
+"""The extra that brings a subcommand's dependencies (``processor`` when not listed)."""
 
 
 def usage() -> str:
@@ -41,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = importlib.import_module(module_name)
     except ImportError as error:
         missing = error.name or str(error)
-        print(f"jobtrail {args[0]}: {missing} is missing; install jobtrail[processor]", file=sys.stderr)
+        extra = _EXTRAS.get(args[0], "processor")
+        print(f"jobtrail {args[0]}: {missing} is missing; install jobtrail[{extra}]", file=sys.stderr)
         return 2
     try:
         result: int = module.main(args)

@@ -146,8 +146,84 @@ STATE_DEFERRED = "deferred"
 STATE_SCHEDULED = "scheduled"
 STATE_STARTED = "started"
 STATE_SUCCEEDED = "succeeded"
+STATE_PARTIALLY_SUCCEEDED = "partially_succeeded"
+"""Some items failed for good, the rest succeeded."""
 STATE_FAILED = "failed"
 STATE_CANCELLED = "cancelled"
 STATE_EXPIRED = "expired"
 STATE_NOT_FOUND = "not_found"
-TERMINAL_STATES = frozenset({STATE_SUCCEEDED, STATE_FAILED, STATE_CANCELLED, STATE_EXPIRED})
+TERMINAL_STATES = frozenset({STATE_SUCCEEDED, STATE_PARTIALLY_SUCCEEDED, STATE_FAILED, STATE_CANCELLED, STATE_EXPIRED})
+
+# --- the job contract: items and events (status `events` and attempt span events) ---------------
+ITEM_PENDING = "pending"
+ITEM_RUNNING = "running"
+ITEM_SUCCEEDED = "succeeded"
+ITEM_FAILED = "failed"
+ITEM_CANCELLED = "cancelled"
+ITEM_STATES = (ITEM_PENDING, ITEM_RUNNING, ITEM_SUCCEEDED, ITEM_FAILED, ITEM_CANCELLED)
+
+EVENT_JOB_CREATED = "job_created"
+EVENT_JOB_STARTED = "job_started"
+EVENT_ITEM_STARTED = "item_started"
+EVENT_ITEM_SUCCEEDED = "item_succeeded"
+EVENT_ITEM_FAILED_RETRYABLE = "item_failed_retryable"
+EVENT_ITEM_FAILED_TERMINAL = "item_failed_terminal"
+EVENT_JOB_RETRY_SCHEDULED = "job_retry_scheduled"
+EVENT_JOB_SUCCEEDED = "job_succeeded"
+EVENT_JOB_PARTIALLY_SUCCEEDED = "job_partially_succeeded"
+EVENT_JOB_FAILED_FINAL = "job_failed"
+EVENT_JOB_CANCEL_REQUESTED = "job_cancel_requested"
+EVENT_JOB_CANCELLED = "job_cancelled"
+EVENT_JOB_REQUEUED = "job_requeued"
+EVENT_JOB_EXPIRED = "job_expired"
+JOB_EVENTS = (
+    EVENT_JOB_CREATED,
+    EVENT_JOB_STARTED,
+    EVENT_ITEM_STARTED,
+    EVENT_ITEM_SUCCEEDED,
+    EVENT_ITEM_FAILED_RETRYABLE,
+    EVENT_ITEM_FAILED_TERMINAL,
+    EVENT_JOB_RETRY_SCHEDULED,
+    EVENT_JOB_SUCCEEDED,
+    EVENT_JOB_PARTIALLY_SUCCEEDED,
+    EVENT_JOB_FAILED_FINAL,
+    EVENT_JOB_CANCEL_REQUESTED,
+    EVENT_JOB_CANCELLED,
+    EVENT_JOB_REQUEUED,
+    EVENT_JOB_EXPIRED,
+)
+# Attributes of those events when the worker also records them on the attempt span.
+ATTR_JOB_ITEM_ID = "jobtrail.job.item.id"
+ATTR_JOB_EVENT_DETAIL = "jobtrail.job.event.detail"
+ATTR_JOB_RUN = "jobtrail.job.run"
+"""Which run of the job (1, then +1 per operator requeue)."""
+
+# Refusal reasons of the job contract (the JSON body's ``error.reason``).
+REASON_JOB_NOT_QUEUED = "job_not_queued"
+REASON_ALREADY_TERMINAL = "already_terminal"
+REASON_NOT_FOUND = "not_found"
+REASON_STATUS_UNAVAILABLE = "status_unavailable"
+REASON_NOT_FINISHED = "not_finished"
+REASON_IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+REASON_IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
+REASON_INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"
+
+# The API's one log line per request (``jobtrail.flask.access_log``); the shared fields come on top.
+LOG_USER_ID = "user_id"
+LOG_HTTP_METHOD = "method"
+LOG_HTTP_ROUTE = "route"
+LOG_HTTP_STATUS = "status"
+LOG_REASON = "reason"
+LOG_EVENT_HTTP_REQUEST = "http.request"
+LOG_SESSION_ID = "session_id"
+LOG_OUTCOME = "outcome"
+LOG_OPTIONAL_FIELDS = (
+    LOG_USER_ID,
+    LOG_SESSION_ID,
+    LOG_OUTCOME,
+    LOG_HTTP_METHOD,
+    LOG_HTTP_ROUTE,
+    LOG_HTTP_STATUS,
+    LOG_REASON,
+)
+"""Fields a log record carries only where known (the JSON formatter writes them when set)."""

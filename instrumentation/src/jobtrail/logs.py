@@ -30,6 +30,7 @@ from jobtrail.conventions import (
     LOG_ATTEMPT,
     LOG_FIELDS,
     LOG_JOB_ID,
+    LOG_OPTIONAL_FIELDS,
     LOG_REQUEST_ID,
     LOG_SERVICE,
     LOG_SPAN_ID,
@@ -90,7 +91,7 @@ class JsonLogFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name in LOG_FIELDS:
+        for name in (*LOG_FIELDS, *LOG_OPTIONAL_FIELDS):
             value = getattr(record, name, None)
             if value is not None:
                 entry[name] = value

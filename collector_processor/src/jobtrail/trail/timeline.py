@@ -23,6 +23,8 @@ from jobtrail.conventions import (
     ATTR_FIRST_ERROR_MESSAGE,
     ATTR_FIRST_ERROR_TYPE,
     ATTR_JOB_ATTEMPT,
+    ATTR_JOB_EVENT_DETAIL,
+    ATTR_JOB_ITEM_ID,
     ATTR_JOB_OUTCOME,
     ATTR_JOB_QUEUE_WAIT_MS,
     ATTR_JOB_REQUEUED,
@@ -41,7 +43,13 @@ from jobtrail.conventions import (
     ATTR_UI_RESULT_MESSAGE,
     ATTR_UI_RESULT_STATE,
     ATTR_UI_SCREEN,
+    EVENT_ITEM_FAILED_RETRYABLE,
+    EVENT_ITEM_FAILED_TERMINAL,
+    EVENT_ITEM_SUCCEEDED,
+    EVENT_JOB_CANCELLED,
     EVENT_JOB_FAILED,
+    EVENT_JOB_PARTIALLY_SUCCEEDED,
+    EVENT_JOB_REQUEUED,
     EVENT_RETRY_SCHEDULED,
     EVENT_UI_RESULT,
     LINK_TYPE_ENQUEUED_BY,
@@ -100,6 +108,8 @@ FINAL_WAITING = "queued, not picked up yet"
 FINAL_NOT_PICKED_UP = "queued, never picked up"
 FINAL_STOPPED = "stopped"
 FINAL_NO_JOB = "no job"
+FINAL_CANCELLED = "cancelled"
+"""Someone cancelled the job; it stopped at a safe point (not a failure)."""
 
 _OUTCOME_FINAL = {
     OUTCOME_SUCCEEDED: FINAL_SUCCEEDED,
@@ -409,7 +419,7 @@ class _Builder:
             fields["next_run_at"] = next_run
             fields["overdue"] = final == FINAL_RETRY_OVERDUE
         failed = last.event(EVENT_JOB_FAILED)
-        if failed is not None:
+        if failed is not None and final != FINAL_CANCELLED:
             text += f" (first error: {_first_error(failed)}; last error: {_error(last, 'unknown')})"
             fields["first_error"] = _first_error(failed)
             fields["last_error"] = _error(last, "unknown")
@@ -463,6 +473,10 @@ class _Builder:
             step_fields.update(failed=step.status_error, error=error, duration_s=_duration_s(step))
             text = f'step "{step.name}" {outcome_text}'
             self._append(step.start_ns, "step", text, depth=1, span=step, fields=step_fields)
+        told_requeue = attempt.attributes.get(ATTR_JOB_REQUEUED) is True
+        for at_ns, kind, fact in _contract_facts(attempt, self._time):
+            if not (kind == "requeued" and told_requeue):
+                self._append(at_ns, kind, fact, depth=1, span=attempt, job_id=job_id, attempt=fields["attempt"])
 
     # --- the judgement ------------------------------------------------------------------------------
     def _final_state(self, job: _Job) -> str:
@@ -471,6 +485,9 @@ class _Builder:
         last = job.attempts[-1]
         if last.span_id in self.running:
             return FINAL_RUNNING
+        contract_final = _contract_final(last)
+        if contract_final is not None:
+            return contract_final
         final = _OUTCOME_FINAL.get(str(last.attributes.get(ATTR_JOB_OUTCOME)), FINAL_STOPPED)
         if final == FINAL_SUCCEEDED and any(step.status_error for step in self._steps_of(last)):
             return FINAL_PARTLY_DONE
@@ -535,6 +552,9 @@ class _Builder:
                 "(is a worker with the scheduler running on its queue?)"
             )
             return _Verdict(True, BrokenStep(STEP_JOB_NOT_FINISHED, detail))
+        contract_step = _contract_broken_step(job.job_id, last, self._time)
+        if contract_step is not None:
+            return _Verdict(contract_step.step != STEP_NOTHING_BROKEN, contract_step)
         if final not in (FINAL_SUCCEEDED, FINAL_PARTLY_DONE):
             return _Verdict(True, BrokenStep(STEP_JOB_NOT_FINISHED, self._unfinished_detail(job.job_id, last)))
         failed_step = next((step for step in self._steps_of(last) if step.status_error), None)
@@ -660,6 +680,7 @@ def _worst(finals: Sequence[str]) -> str:
         FINAL_RUNNING,
         FINAL_RETRY_PENDING,
         FINAL_PARTLY_DONE,
+        FINAL_CANCELLED,
     )
     return next((state for state in order if state in finals), FINAL_SUCCEEDED)
 
@@ -777,3 +798,54 @@ def _distinct(values: Iterable[Any]) -> list[str]:
 
 def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+# --- the job contract's facts (jobtrail.jobs records them as events on the attempt span) -------------------
+def _contract_facts(attempt: TrailSpan, clock: Any) -> list[tuple[int, str, str]]:
+    """Items, partial success, cancellation and requeues of one attempt, as support says them."""
+    facts: list[tuple[int, str, str]] = []
+    done = [event for event in attempt.events if event.name == EVENT_ITEM_SUCCEEDED]
+    if done:
+        names = ", ".join(str(event.attributes.get(ATTR_JOB_ITEM_ID, "?")) for event in done)
+        facts.append((done[-1].time_ns, "items", f"{len(done)} item(s) done: {names}"))
+    for event in attempt.events:
+        item = event.attributes.get(ATTR_JOB_ITEM_ID, "?")
+        detail = event.attributes.get(ATTR_JOB_EVENT_DETAIL)
+        if event.name == EVENT_ITEM_FAILED_TERMINAL:
+            facts.append((event.time_ns, "item_failed", f'item "{item}" failed for good: {detail}'))
+        elif event.name == EVENT_ITEM_FAILED_RETRYABLE:
+            facts.append((event.time_ns, "item_failed", f'item "{item}" failed, to be tried again: {detail}'))
+        elif event.name == EVENT_JOB_PARTIALLY_SUCCEEDED:
+            facts.append((event.time_ns, "partial", f"the job finished only in part: {detail}"))
+        elif event.name == EVENT_JOB_CANCELLED:
+            text = f"the job was cancelled on request; it stopped at a safe point at {clock(event.time_ns)}"
+            facts.append((event.time_ns, "cancelled", text))
+        elif event.name == EVENT_JOB_REQUEUED:
+            facts.append(
+                (event.time_ns, "requeued", f"an operator requeued the job at {clock(event.time_ns)} ({detail})")
+            )
+    return facts
+
+
+def _contract_final(last: TrailSpan) -> str | None:
+    if last.event(EVENT_JOB_CANCELLED) is not None:
+        return FINAL_CANCELLED
+    if last.event(EVENT_JOB_PARTIALLY_SUCCEEDED) is not None:
+        return FINAL_PARTLY_DONE
+    return None
+
+
+def _contract_broken_step(job_id: str, last: TrailSpan, clock: Any) -> BrokenStep | None:
+    """A cancelled job is not broken; a partially succeeded one finished only part of its work."""
+    cancelled = last.event(EVENT_JOB_CANCELLED)
+    if cancelled is not None:
+        return BrokenStep(STEP_NOTHING_BROKEN, f"job {job_id} was cancelled on request at {clock(cancelled.time_ns)}")
+    partial = last.event(EVENT_JOB_PARTIALLY_SUCCEEDED)
+    if partial is not None:
+        failed = [event for event in last.events if event.name == EVENT_ITEM_FAILED_TERMINAL]
+        which = f'; item "{failed[0].attributes.get(ATTR_JOB_ITEM_ID)}" failed: ' if failed else ""
+        why = str(failed[0].attributes.get(ATTR_JOB_EVENT_DETAIL, "")) if failed else ""
+        return BrokenStep(
+            STEP_JOB_PARTIAL, f"job {job_id}: {partial.attributes.get(ATTR_JOB_EVENT_DETAIL)}{which}{why}"
+        )
+    return None

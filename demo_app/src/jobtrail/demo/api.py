@@ -1,7 +1,8 @@
 """The demo API: three scenarios behind the honest 202 + status contract, traced from the page to the worker.
 
-It uses only the public API of ``instrumentation`` (``instrument_app``, ``JobContract``, ``refuse``, the
-span intake and the browser kit blueprints), so it is also the usage example.
+It uses only the public API of ``jobtrail.flask`` (``instrument_app``, ``log_requests``, ``JobContract``,
+``refuse``, the span intake and the browser kit blueprints), so it is also the usage example. Handlers only
+validate and enqueue: they never run a job function and never start a thread (tests/demo/test_boundary.py).
 """
 
 from __future__ import annotations
@@ -15,16 +16,30 @@ import flask
 import redis
 from jobtrail.demo import email_provider, jobs
 from jobtrail.demo.settings import QUEUE_EMAILS, QUEUE_IMPORTS, QUEUE_REPORTS, SCREEN, WEB_SERVICE, DemoSettings
-from jobtrail.flask import JobContract, browser_kit_blueprint, instrument_app, refuse, span_intake_blueprint
+from jobtrail.flask import (
+    JobContract,
+    browser_kit_blueprint,
+    instrument_app,
+    log_requests,
+    refuse,
+    span_intake_blueprint,
+)
 from rq import Queue, Retry
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
 
 REFUND_ID_PATTERN = re.compile(r"^RF-[0-9]{4,10}$")
 PERIOD_PATTERN = re.compile(r"^20[0-9]{2}-(0[1-9]|1[0-2])$")
 MAX_IMPORT_FILES = 10
 MAX_IMPORT_FILE_BYTES = 64 * 1024
 MAX_AMOUNT_CENTS = 1_000_000
+USER_COOKIE = "jobtrail_demo_user"
+"""The demo's stand-in for a login: the page picks an opaque user id per browser and keeps it in this cookie."""
+USER_ID_PATTERN = re.compile(r"^u_[0-9a-z]{1,32}$")
+
+
+def current_user() -> str | None:
+    """The caller's opaque user id (the job contract's actor), or None for a client without the cookie."""
+    user = flask.request.cookies.get(USER_COOKIE)
+    return user if user is not None and USER_ID_PATTERN.fullmatch(user) else None
 
 
 def create_app(settings: DemoSettings, connection: redis.Redis) -> flask.Flask:
@@ -32,14 +47,18 @@ def create_app(settings: DemoSettings, connection: redis.Redis) -> flask.Flask:
     app = flask.Flask(__name__, static_folder=None)
     # Health probes (every few seconds under compose) would bury the user actions in Jaeger.
     instrument_app(app, excluded_urls="healthz")
+    log_requests(app, user_id=current_user)
     app.register_blueprint(browser_kit_blueprint())
     app.register_blueprint(
         span_intake_blueprint(forward_to=settings.span_intake_forward_to, allowed_origins=settings.allowed_origins)
     )
     contracts = {
-        QUEUE_REPORTS: JobContract(Queue(QUEUE_REPORTS, connection=connection), status_endpoint="report_status"),
-        QUEUE_EMAILS: JobContract(Queue(QUEUE_EMAILS, connection=connection), status_endpoint="receipt_status"),
-        QUEUE_IMPORTS: JobContract(Queue(QUEUE_IMPORTS, connection=connection), status_endpoint="import_status"),
+        name: JobContract(Queue(name, connection=connection), status_endpoint=endpoint, actor=current_user)
+        for name, endpoint in (
+            (QUEUE_REPORTS, "report_status"),
+            (QUEUE_EMAILS, "receipt_status"),
+            (QUEUE_IMPORTS, "import_status"),
+        )
     }
     static = resources.files("jobtrail.demo") / "static"
     page_config = {
@@ -109,7 +128,10 @@ def create_app(settings: DemoSettings, connection: redis.Redis) -> flask.Flask:
             if len(item["content"].encode()) > MAX_IMPORT_FILE_BYTES:
                 return refuse("validation_failed", 422, detail=f"{item['name']} is over {MAX_IMPORT_FILE_BYTES} bytes")
         files = [{"name": item["name"], "content": item["content"]} for item in files]
-        return contracts[QUEUE_IMPORTS].accept(jobs.import_files, files, idempotency_payload=body)
+        names = [item["name"] for item in files]
+        if len(set(names)) != len(names):
+            return refuse("validation_failed", 422, detail="each file needs its own name")
+        return contracts[QUEUE_IMPORTS].accept(jobs.import_files, files, idempotency_payload=body, job_items=names)
 
     @app.get("/api/reports/<job_id>")
     def report_status(job_id: str) -> Any:
@@ -123,18 +145,25 @@ def create_app(settings: DemoSettings, connection: redis.Redis) -> flask.Flask:
     def import_status(job_id: str) -> Any:
         return contracts[QUEUE_IMPORTS].status_response(job_id)
 
+    @app.post("/api/reports/<job_id>/cancel")
+    def cancel_report(job_id: str) -> Any:
+        return contracts[QUEUE_REPORTS].cancel_response(job_id)
+
+    @app.post("/api/receipts/<job_id>/cancel")
+    def cancel_receipt(job_id: str) -> Any:
+        return contracts[QUEUE_EMAILS].cancel_response(job_id)
+
+    @app.post("/api/imports/<job_id>/cancel")
+    def cancel_import(job_id: str) -> Any:
+        return contracts[QUEUE_IMPORTS].cancel_response(job_id)
+
     @app.get("/api/jobs/<job_id>/result")
     def job_result(job_id: str) -> Any:
-        """What a finished job returned (the import's per-file outcome); no-store like the status."""
-        try:
-            job = Job.fetch(job_id, connection=connection)
-        except NoSuchJobError:
-            return refuse("not_found", 404)
-        if not job.is_finished:
-            return refuse("not_finished", 409)
-        response = flask.jsonify({"job_id": job_id, "result": job.return_value()})
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        """What a finished job returned (the import's per-file outcome), for the job's own user; no-store."""
+        for contract in contracts.values():
+            if contract.owns(job_id):
+                return contract.result_response(job_id)
+        return contracts[QUEUE_IMPORTS].result_response(job_id)  # 404 not_found, like any job not ours
 
     @app.route("/api/email-provider", methods=["GET", "PUT"])
     def email_provider_switch() -> Any:

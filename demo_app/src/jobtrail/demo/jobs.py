@@ -1,5 +1,10 @@
 """The demo's background jobs: real work, one child span per step (children of the attempt span).
 
+They use the job contract's worker side (:func:`jobtrail.jobs.current_run`): the report says its stage and
+progress and stops at a safe point between chunks when cancelled; the receipt checks for a cancel before it
+sends; the import processes each file as an item, so the status lists the files and the outcome is honest
+(``partially_succeeded`` when a file is bad).
+
 A step that raises ends with status ERROR, ``Type: message`` as its description and the exception
 recorded (the SDK does that for ``start_as_current_span``); the trail view tells it from there.
 
@@ -14,12 +19,14 @@ import hashlib
 import io
 import logging
 import random
+import time
 from collections import defaultdict
 
 import redis
 from jobtrail.conventions import LOG_EVENT
 from jobtrail.demo import email_provider
 from jobtrail.demo.settings import DemoSettings
+from jobtrail.jobs import current_run
 from opentelemetry import trace
 from rq import get_current_job
 
@@ -27,17 +34,33 @@ logger = logging.getLogger("jobtrail.demo.jobs")
 tracer = trace.get_tracer("jobtrail.demo.jobs")
 
 
+REPORT_CHUNKS = 20
+"""The report loads its orders in this many chunks: progress counts them, a cancel stops between two."""
+
+
 def generate_report(report_id: str) -> dict[str, object]:
     """Totals per customer over a generated order book: a few seconds of honest CPU work at scale 1."""
-    scale = DemoSettings.from_env().work_scale
+    settings = DemoSettings.from_env()
+    run = current_run()
+    run.set_stage("loading")
     with tracer.start_as_current_span("load orders"):
         generator = random.Random(report_id)
-        count = int(400_000 * scale) + 1
-        orders = [(f"customer-{generator.randrange(500)}", generator.randrange(1, 50_000)) for _ in range(count)]
+        per_chunk = int(20_000 * settings.work_scale) + 1
+        orders: list[tuple[str, int]] = []
+        for chunk in range(REPORT_CHUNKS):
+            run.check()  # a safe point: a cancelled report stops here
+            orders += [
+                (f"customer-{generator.randrange(500)}", generator.randrange(1, 50_000)) for _ in range(per_chunk)
+            ]
+            time.sleep(settings.report_seconds / REPORT_CHUNKS)
+            run.set_progress(chunk + 1, REPORT_CHUNKS)
+        count = len(orders)
+    run.set_stage("computing")
     with tracer.start_as_current_span("compute totals"):
         totals: dict[str, int] = defaultdict(int)
         for customer, cents in orders:
             totals[customer] += cents
+    run.set_stage("rendering")
     with tracer.start_as_current_span("render report"):
         out = io.StringIO()
         writer = csv.writer(out)
@@ -45,7 +68,7 @@ def generate_report(report_id: str) -> dict[str, object]:
         for customer in sorted(totals):
             writer.writerow([customer, f"{totals[customer] / 100:.2f}"])
         digest = hashlib.sha256(out.getvalue().encode())
-        for _ in range(int(300_000 * scale)):
+        for _ in range(int(300_000 * settings.work_scale)):
             digest = hashlib.sha256(digest.digest())
     logger.info("report ready", extra={LOG_EVENT: "report.ready"})
     return {"report_id": report_id, "customers": len(totals), "orders": count, "checksum": digest.hexdigest()[:16]}
@@ -56,6 +79,7 @@ def send_refund_receipt(refund_id: str, email: str, amount_cents: int) -> dict[s
     settings = DemoSettings.from_env()
     with tracer.start_as_current_span("render receipt"):
         body = f"Refund {refund_id}: {amount_cents / 100:.2f} EUR is on its way to your card."
+    current_run().check()  # cancelled before it went out: nothing is sent
     with tracer.start_as_current_span("send email"), redis.Redis.from_url(settings.redis_url) as connection:
         job = get_current_job()
         receipt = job.id if job is not None else refund_id
@@ -65,17 +89,31 @@ def send_refund_receipt(refund_id: str, email: str, amount_cents: int) -> dict[s
 
 
 def import_files(files: list[dict[str, str]]) -> dict[str, object]:
-    """Import each CSV file of refunds; a bad file fails its own step and the result says so honestly."""
-    imported: list[dict[str, object]] = []
-    failed: list[dict[str, str]] = []
-    for item in files:
-        name = item["name"]
-        try:
-            with tracer.start_as_current_span(f"import {name}"):
-                imported.append({"file": name, "rows": _parse_refunds(item["content"])})
-        except ValueError as error:
-            failed.append({"file": name, "error": str(error)})
-            logger.warning("file not imported", extra={LOG_EVENT: "import.file_failed"})
+    """Import each CSV file of refunds as one item; a bad file fails for good, the others are imported.
+
+    The job's outcome follows from its items: ``partially_succeeded`` when some file is bad. A retry (or an
+    operator's ``jobtrail jobs requeue --failed-items-only``) imports only the files not yet imported.
+    """
+    run = current_run()
+    run.set_stage("importing")
+    contents = {item["name"]: item["content"] for item in files}
+    rows: dict[str, int] = {}
+    for item in run.items(contents, permanent=(ValueError,)):
+        with item, tracer.start_as_current_span(f"import {item.id}"):
+            rows[item.id] = _parse_refunds(contents[item.id])
+            item.save_checkpoint({"rows": rows[item.id]})
+    imported = [
+        {"file": item.id, "rows": (item.checkpoint or {}).get("rows")}
+        for item in run.all_items()
+        if item.state == "succeeded"
+    ]
+    failed = [
+        {"file": item.id, "error": item.error.message}
+        for item in run.all_items()
+        if item.error and item.state == "failed"
+    ]
+    for _ in failed:
+        logger.warning("file not imported", extra={LOG_EVENT: "import.file_failed"})
     return {"imported": imported, "failed": failed, "total": len(files)}
 
 

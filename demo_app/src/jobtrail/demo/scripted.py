@@ -60,6 +60,8 @@ class Scenario:
     title: str
     provider_down: bool
     expected_state: str
+    cancel: bool = False
+    """Click the card's Cancel button once the job is running."""
 
 
 PLAN = (
@@ -67,8 +69,10 @@ PLAN = (
     Scenario("receipt", "Send refund receipt", False, UI_STATE_SUCCEEDED),
     Scenario("receipt", "Send refund receipt (email provider down for good)", True, UI_STATE_FAILED),
     Scenario("import", "Import files", False, UI_STATE_FAILED),
+    Scenario("report", "Generate report (cancelled while it runs)", False, UI_STATE_FAILED, cancel=True),
 )
-"""Every scenario once; the import ends "failed" on the page because one of its files was not imported."""
+"""Every scenario once; the import ends "failed" on the page because one of its files was not imported,
+the cancelled report because no report was made."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,10 @@ class ActionOutcome:
     state: str
     message: str
     job_id: str
-    history: str
-    """The job's recorded state changes as the page lists them, e.g. "queued 10:14:04 → started 10:14:05 → ..."."""
+    history: list[str]
+    """The job's events as the page lists them, one line each, e.g. "10:14:05 attempt 1 started"."""
+    state_shown: str
+    """The card's State line at the end, e.g. "partially succeeded (attempt 1)"."""
 
 
 def scripted_unavailable() -> str | None:
@@ -115,12 +121,19 @@ class DemoPage:
         page.wait_for_function("() => window.jobtrail !== undefined")
         page.wait_for_selector("#email-provider-down[data-down]", state="attached")
 
-    def run(self, scenario: str, timeout_s: float = 120.0) -> ActionOutcome:
+    def run(self, scenario: str, timeout_s: float = 120.0, cancel: bool = False) -> ActionOutcome:
         section = f'section[data-scenario="{scenario}"]'
         previous = self.page.evaluate(
             "(s) => document.querySelector(`${s} [data-field=reference]`)?.textContent ?? ''", section
         )
         self.page.click(f'{section} button[data-run="{scenario}"]')
+        if cancel:
+            self.page.wait_for_function(
+                "(s) => document.querySelector(`${s} [data-field=state]`)?.textContent.startsWith('started')",
+                arg=section,
+                timeout=timeout_s * 1000,
+            )
+            self.page.click(f"{section} button[data-cancel]")
         self.page.wait_for_function(
             """([s, previous]) => {
                 const card = document.querySelector(s);
@@ -135,7 +148,12 @@ class DemoPage:
             return self.page.inner_text(f'{section} [data-field="{name}"]').strip()
 
         state = self.page.get_attribute(section, "data-final") or ""
-        return ActionOutcome(scenario, field("reference"), state, field("message"), field("job"), field("history"))
+        history = self.page.eval_on_selector_all(
+            f"{section} [data-field=history] li", "items => items.map(i => i.textContent)"
+        )
+        return ActionOutcome(
+            scenario, field("reference"), state, field("message"), field("job"), history, field("state")
+        )
 
     def set_email_provider_down(self, down: bool, timeout_s: float = 30.0) -> None:
         checkbox = "#email-provider-down"
@@ -193,10 +211,11 @@ def run_scripted(url: str, trace_file: Path, out: TextIO, settle_s: float) -> bo
         page = DemoPage(browser.new_page(), url)
         for scenario in PLAN:
             page.set_email_provider_down(scenario.provider_down)
-            outcome = page.run(scenario.key)
+            outcome = page.run(scenario.key, cancel=scenario.cancel)
             print(f'\n== {scenario.title}: {outcome.state}: "{outcome.message}"', file=out)
-            if outcome.history:
-                print(f"   the page listed: {outcome.history}", file=out)
+            print(f"   the page's state: {outcome.state_shown}", file=out)
+            for line in outcome.history:
+                print(f"   the page listed: {line}", file=out)
             if outcome.state != scenario.expected_state:
                 as_told = False
                 print(f"!! expected the page to end {scenario.expected_state}", file=out)

@@ -39,6 +39,8 @@ class DemoSettings:
     """Seconds between attempts of the receipt job (increasing); its retry count is their number."""
     work_scale: float = 1.0
     """Size of the report job's real work (1.0 takes a few seconds; tests use far less)."""
+    report_seconds: float = 3.0
+    """Extra wall time the report spreads over its chunks, so its progress shows and a person can cancel it."""
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
@@ -57,6 +59,7 @@ class DemoSettings:
             email_failures=int(get(ENV_PREFIX + "EMAIL_FAILURES", str(defaults.email_failures))),
             retry_intervals=_seconds(get(ENV_PREFIX + "RETRY_INTERVALS", ""), defaults.retry_intervals),
             work_scale=float(get(ENV_PREFIX + "WORK_SCALE", str(defaults.work_scale))),
+            report_seconds=float(get(ENV_PREFIX + "REPORT_SECONDS", str(defaults.report_seconds))),
             allowed_origins=tuple(o for o in get(ENV_PREFIX + "ALLOWED_ORIGINS", "").split(",") if o),
         )
 
@@ -70,6 +73,7 @@ class DemoSettings:
             ENV_PREFIX + "EMAIL_FAILURES": str(self.email_failures),
             ENV_PREFIX + "RETRY_INTERVALS": ",".join(str(value) for value in self.retry_intervals),
             ENV_PREFIX + "WORK_SCALE": f"{self.work_scale:g}",
+            ENV_PREFIX + "REPORT_SECONDS": f"{self.report_seconds:g}",
             ENV_PREFIX + "ALLOWED_ORIGINS": ",".join(self.allowed_origins),
         }
 

@@ -25,11 +25,17 @@ Usage::
     def job_status(job_id):
         return jobs.status_response(job_id)
 
-See docs/browser.md for the contract's JSON shapes and the browser kit.
+    @app.post("/jobs/<job_id>/cancel")
+    def cancel_job(job_id):
+        return jobs.cancel_response(job_id)
+
+See docs/jobs.md for the contract (states, status response, items, cancel, requeue) and docs/browser.md
+for the browser kit.
 """
 
 from __future__ import annotations
 
+from jobtrail.flask.access_log import log_requests
 from jobtrail.flask.browser_kit import browser_kit_blueprint
 from jobtrail.flask.instrument import instrument_app, uninstrument_app
 from jobtrail.flask.intake import span_intake_blueprint
@@ -40,6 +46,7 @@ __all__ = [
     "JobContract",
     "browser_kit_blueprint",
     "instrument_app",
+    "log_requests",
     "refuse",
     "span_intake_blueprint",
     "uninstrument_app",

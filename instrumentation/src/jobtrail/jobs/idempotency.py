@@ -1,4 +1,4 @@
-"""Idempotency-Key claims in Redis: one key, one payload, one job.
+"""Idempotency-Key claims in Redis: one key, one payload, one job, per contract, operation and actor.
 
 A claim is written with ``SET NX`` before the enqueue and lives briefly until the enqueue is
 confirmed; a request that dies in between frees the key by itself instead of blocking it.
@@ -39,19 +39,27 @@ class Claim:
     request_id: str
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Whose key it is: two actors (or two operations) using the same key never share a job."""
+
+    contract: str
+    operation: str
+    actor: str | None
+
+    def key(self, idempotency_key: str) -> str:
+        parts = json.dumps([self.operation, self.actor, idempotency_key], separators=(",", ":"))
+        return f"{_KEY_PREFIX}{self.contract}:{hashlib.sha256(parts.encode()).hexdigest()}"
+
+
 class IdempotencyStore:
-    def __init__(self, connection: redis.Redis, scope: str, ttl_s: int) -> None:
+    def __init__(self, connection: redis.Redis, ttl_s: int) -> None:
         self._connection = connection
-        self._scope = scope
         self._ttl_s = ttl_s
 
-    def _key(self, idempotency_key: str) -> str:
-        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
-        return f"{_KEY_PREFIX}{self._scope}:{digest}"
-
-    def claim(self, idempotency_key: str, claim: Claim) -> Claim:
+    def claim(self, scope: Scope, idempotency_key: str, claim: Claim) -> Claim:
         """Claim the key; returns the claim that holds it: ``claim`` itself, or the one made earlier."""
-        key = self._key(idempotency_key)
+        key = scope.key(idempotency_key)
         while True:
             if self._connection.set(key, json.dumps(asdict(claim)), nx=True, ex=PENDING_TTL_S):
                 return claim
@@ -60,10 +68,10 @@ class IdempotencyStore:
                 return Claim(**json.loads(raw))
             # The earlier claim expired between SET and GET: try again.
 
-    def confirm(self, idempotency_key: str) -> None:
+    def confirm(self, scope: Scope, idempotency_key: str) -> None:
         """The job is enqueued: keep the claim for the full idempotency window."""
-        self._connection.expire(self._key(idempotency_key), self._ttl_s)
+        self._connection.expire(scope.key(idempotency_key), self._ttl_s)
 
-    def release(self, idempotency_key: str) -> None:
+    def release(self, scope: Scope, idempotency_key: str) -> None:
         """The enqueue failed: free the key so the client's retry can enqueue."""
-        self._connection.delete(self._key(idempotency_key))
+        self._connection.delete(scope.key(idempotency_key))

@@ -1,117 +1,73 @@
-"""Reading an RQ job as the status endpoint's states (shared/CONVENTIONS.md), for RQ 2.x and 3.x.
+"""The status response (shared/CONVENTIONS.md "The status response"), built from one read of the record and of RQ.
 
-Pure functions over a fetched ``rq.job.Job``: no Flask, and Redis only through the job itself.
+Pure: a :class:`~jobtrail.jobs.record.Snapshot`, RQ's view (None when RQ no longer has the job) and the
+clock in, the JSON body out. What RQ says fills in only what the record cannot know yet (an attempt that is
+running, a retry's due time); a terminal state in the record is final. Facts derived here (``job_started``
+of the running attempt, ``job_expired``) are shown, never written.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from jobtrail.conventions import (
-    STATE_CANCELLED,
-    STATE_DEFERRED,
-    STATE_FAILED,
-    STATE_QUEUED,
+    EVENT_JOB_EXPIRED,
+    EVENT_JOB_STARTED,
+    STATE_EXPIRED,
+    STATE_NOT_FOUND,
     STATE_SCHEDULED,
     STATE_STARTED,
-    STATE_SUCCEEDED,
+    TERMINAL_STATES,
 )
-from jobtrail.jobs.record import StateChange, utc
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
-from rq.registry import ScheduledJobRegistry
+from jobtrail.jobs.record import F_FIRST_ERROR, F_KEPT_UNTIL, F_LAST_ERROR, F_REQUEST_ID, F_STAGE, Event, Snapshot, iso
+from jobtrail.jobs.rqview import RQView
 
-_RQ_STOPPED = "stopped"
-# RQ's statuses by value (RQ 3.x adds ``ready_to_enqueue`` and ``rate_limited``, both still waiting to run).
-_STATE_OF_RQ_STATUS = {
-    "created": STATE_QUEUED,
-    "queued": STATE_QUEUED,
-    "ready_to_enqueue": STATE_QUEUED,
-    "rate_limited": STATE_QUEUED,
-    "deferred": STATE_DEFERRED,
-    "scheduled": STATE_SCHEDULED,
-    "started": STATE_STARTED,
-    "finished": STATE_SUCCEEDED,
-    "failed": STATE_FAILED,
-    _RQ_STOPPED: STATE_FAILED,
-    "canceled": STATE_CANCELLED,
-}
-# States in which the latest attempt has run (or is running) rather than waiting for its turn.
-_RAN_STATES = frozenset({STATE_STARTED, STATE_SUCCEEDED, STATE_FAILED})
-_EXCEPTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-UNKNOWN_ERROR = "unknown_error"
+_NO_RQ_JOB = "RQ no longer has the job"
 
 
-@dataclass(frozen=True)
-class JobView:
-    state: str
-    attempt: int
-    retries_left: int
-    next_run_at: datetime | None
-    error_reason: str | None
+def status_body(snapshot: Snapshot, rq: RQView | None, status_url: str, at: datetime) -> dict[str, Any]:
+    events = list(snapshot.events)
+    terminal = snapshot.terminal
+    next_run_at: datetime | None = None
+    if rq is None:
+        state = STATE_EXPIRED
+        kept_until = snapshot.moment(F_KEPT_UNTIL) if terminal else None
+        expired_at = kept_until if kept_until is not None and kept_until <= at else None
+        events.append(Event(EVENT_JOB_EXPIRED, expired_at, detail=f"{terminal or 'unfinished'}; {_NO_RQ_JOB}"))
+    else:
+        state = terminal or rq.state
+        # An attempt still running (or, after a cancel at a safe point, still ending) has not written its start yet.
+        if rq.state == STATE_STARTED and rq.started_at is not None and not _recorded_start(snapshot, rq.started_at):
+            events.append(Event(EVENT_JOB_STARTED, rq.started_at, attempt=snapshot.attempts() + 1, run=snapshot.run))
+        if state == STATE_SCHEDULED:
+            next_run_at = rq.next_run_at
+    events.sort(key=lambda event: (event.at is None, event.at or at))
+    first_error = snapshot.error(F_FIRST_ERROR)
+    last_error = snapshot.error(F_LAST_ERROR)
+    stage = snapshot.text(F_STAGE)
+    return {
+        "job_id": snapshot.job_id,
+        "request_id": snapshot.text(F_REQUEST_ID),
+        "state": state,
+        "terminal": state in TERMINAL_STATES,
+        "status_url": status_url,
+        "stage": stage,
+        "progress": snapshot.progress(),
+        "attempt": sum(1 for event in events if event.event == EVENT_JOB_STARTED),
+        "next_run_at": iso(next_run_at) if next_run_at else None,
+        "first_error": first_error.as_json() if first_error else None,
+        "last_error": last_error.as_json() if last_error else None,
+        "items": [item.as_json() for item in snapshot.items],
+        "events": [event.as_json() for event in events],
+    }
 
 
-def rq_status(job: Job) -> str:
-    status = job.get_status(refresh=False)
-    return status.value if status is not None else "queued"
+def _recorded_start(snapshot: Snapshot, started_at: datetime) -> bool:
+    """The worker already wrote this attempt's ``job_started`` (RQ's start time of the running attempt)."""
+    moment = iso(started_at)
+    return any(event.event == EVENT_JOB_STARTED and event.at and iso(event.at) == moment for event in snapshot.events)
 
 
-def state_of(job: Job) -> str:
-    """The conventions' state of a job; a stopped job is ``failed`` (its error reason says ``stopped``)."""
-    return _STATE_OF_RQ_STATUS.get(rq_status(job), STATE_QUEUED)
-
-
-def view_of(job: Job, max_retries: int) -> JobView:
-    """State, attempt (1-based; 0 before the first run), retries left, next run time and error reason."""
-    state = state_of(job)
-    retries_left = job.retries_left or 0
-    retries_used = max(max_retries - retries_left, 0)
-    attempt = retries_used + (1 if state in _RAN_STATES else 0)
-    return JobView(
-        state=state,
-        attempt=attempt,
-        retries_left=retries_left,
-        next_run_at=_scheduled_time(job) if state == STATE_SCHEDULED else None,
-        error_reason=_error_reason(job) if state == STATE_FAILED else None,
-    )
-
-
-def _scheduled_time(job: Job) -> datetime | None:
-    registry = ScheduledJobRegistry(job.origin, connection=job.connection, serializer=job.serializer)
-    try:
-        return utc(registry.get_scheduled_time(job))
-    except NoSuchJobError:
-        return None
-
-
-def _error_reason(job: Job) -> str:
-    """The failing exception's class name (never its message: that may hold user data)."""
-    if rq_status(job) == _RQ_STOPPED:
-        return _RQ_STOPPED
-    result = job.latest_result()
-    lines = [line.strip() for line in ((result.exc_string if result else None) or "").splitlines() if line.strip()]
-    name = lines[-1].split(":", 1)[0].rsplit(".", 1)[-1] if lines else ""
-    return name if _EXCEPTION_NAME.fullmatch(name) else UNKNOWN_ERROR
-
-
-def changes_since(last: StateChange | None, job: Job, state: str, now: datetime) -> list[StateChange]:
-    """The state changes that happened since ``last`` was recorded, with RQ's timestamps where it has them.
-
-    Between two reads a job may have run and moved on (started, then succeeded, or scheduled for a
-    retry): RQ's ``started_at`` newer than the last record means an attempt started in between.
-    """
-    if last is not None and last.state == state:
-        return []
-    floor = last.at if last is not None else None
-    changes: list[StateChange] = []
-    started_at = utc(job.started_at) if job.started_at else None
-    started_since = started_at is not None and (floor is None or started_at > floor)
-    if state != STATE_STARTED and started_since and (last is None or last.state != STATE_STARTED):
-        changes.append(StateChange(STATE_STARTED, started_at))
-        floor = started_at
-    rq_moment = started_at if state == STATE_STARTED else (utc(job.ended_at) if job.ended_at else None)
-    usable = rq_moment is not None and (floor is None or rq_moment >= floor) and rq_moment <= now
-    changes.append(StateChange(state, rq_moment if usable else now))
-    return changes
+def not_found_body(job_id: str) -> dict[str, Any]:
+    return {"job_id": job_id, "state": STATE_NOT_FOUND}

@@ -65,6 +65,7 @@ from jobtrail.conventions import (
     pickup_span_name,
     process_span_name,
 )
+from jobtrail.jobs.rqview import RetryDecision, retry_decision
 from jobtrail.logs import job_log_scope
 from jobtrail.rq.carrier import AttemptRecord, MetaProblems, extract_creation_context
 from jobtrail.rq.utils import call_argument, qualified_name
@@ -101,18 +102,6 @@ class AttemptError:
     @classmethod
     def of(cls, exception: BaseException) -> AttemptError:
         return cls(qualified_name(type(exception)), str(exception)[:_MAX_ERROR_MESSAGE], exception)
-
-
-@dataclass(frozen=True)
-class RetryPlan:
-    """RQ's decision to run the job again: after ``delay_s`` seconds, with ``retries_left`` after that run."""
-
-    delay_s: float
-    retries_left: int
-
-    @property
-    def next_run_at(self) -> datetime:
-        return datetime.fromtimestamp(time.time() + self.delay_s, timezone.utc)
 
 
 class Attempt:
@@ -201,7 +190,7 @@ class Attempt:
     def decided(self) -> bool:
         return self._outcome is not None
 
-    def decide(self, outcome: str, error: AttemptError | None, retry: RetryPlan | None, job: Job) -> None:
+    def decide(self, outcome: str, error: AttemptError | None, retry: RetryDecision | None, job: Job) -> None:
         """Record how the attempt ends; leave the record for the next attempt in ``job.meta``."""
         self._outcome = outcome
         self._retries_left = retry.retries_left if retry is not None else 0
@@ -376,9 +365,7 @@ class WorkerHooks:
         else:
             raised = sys.exc_info()[1]
             error = AttemptError.of(raised) if raised is not None else AttemptError("error", _last_line(exc_string))
-        retry = None
-        if job.should_retry and not stopped:
-            retry = RetryPlan(float(job.get_retry_interval()), (job.retries_left or 1) - 1)
+        retry = None if stopped else retry_decision(job)  # the one reading of RQ's decision (jobtrail.jobs too)
         if stopped:
             outcome = OUTCOME_STOPPED
         elif from_parent:
@@ -401,7 +388,7 @@ class WorkerHooks:
                 if done >= retry.max:
                     attempt.decide(OUTCOME_FAILED, error, None, job)
                 else:
-                    plan = RetryPlan(float(Retry.get_interval(done, retry.intervals)), retry.max - done - 1)
+                    plan = RetryDecision(float(Retry.get_interval(done, retry.intervals)), retry.max - done - 1)
                     attempt.decide(OUTCOME_RETRY_SCHEDULED, error, plan, job)
             except Exception:
                 _log.warning("job %s: could not record its retry", job.id, exc_info=True)
