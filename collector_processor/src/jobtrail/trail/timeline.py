@@ -434,6 +434,10 @@ class _Builder:
         if attempt.attributes.get(ATTR_JOB_REQUEUED) is True:
             requeued_ns = self._requeued_at(attempt)
             text = f"job {job_id} requeued by an operator at {self._time(requeued_ns)}"
+            contract_requeue = attempt.event(EVENT_JOB_REQUEUED)
+            scope = contract_requeue.attributes.get(ATTR_JOB_EVENT_DETAIL) if contract_requeue else None
+            if isinstance(scope, str) and scope.removeprefix("by an operator").strip("; "):
+                text += f" ({scope.removeprefix('by an operator').strip('; ')})"
             self._append(requeued_ns, "requeued", text, span=attempt, job_id=job_id, attempt=fields["attempt"])
         text = f"attempt {number} picked up at {self._time(attempt.start_ns)}"
         if isinstance(wait_ms, (int, float)):

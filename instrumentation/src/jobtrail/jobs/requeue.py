@@ -19,6 +19,7 @@ from jobtrail.conventions import (
 )
 from jobtrail.jobs.record import F_MAX_RETRIES, F_PROGRESS, F_STAGE, Event, Item, JobRecord, now
 from jobtrail.jobs.rqview import fetch
+from jobtrail.rq.carrier import mark_operator_requeue
 from rq import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
@@ -70,6 +71,7 @@ def requeue(connection: redis.Redis, job_id: str, *, failed_items_only: bool = F
         # enqueue (``enqueue_job`` would be traced as one), so the trail keeps one ``send`` for the job.
         queue = Queue(job.origin, connection=connection, serializer=job.serializer)
         job.started_at = job.ended_at = None
+        mark_operator_requeue(job.meta, snapshot.attempts())
         with connection.pipeline() as pipe:
             FinishedJobRegistry(job.origin, connection=connection).remove(job, pipeline=pipe)
             queue._enqueue_job(job, pipeline=pipe)

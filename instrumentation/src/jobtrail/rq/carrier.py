@@ -144,6 +144,20 @@ class AttemptRecord:
         }
 
 
+def mark_operator_requeue(meta: MutableMapping[str, Any], attempts_so_far: int) -> None:
+    """Tell the next attempt that it follows an operator requeue of a run that made ``attempts_so_far`` attempts.
+
+    RQ's own requeue of a failed job needs no help (the final attempt kept its record); a job that *returned*
+    (RQ calls it finished, e.g. partially succeeded) left no record, since a success costs no extra Redis write.
+    Whoever puts such a job back calls this before RQ saves it, so attempt numbers go on and are never repeated.
+    """
+    record = AttemptRecord.read(meta, MetaProblems())
+    record.attempts = min(max(record.attempts, attempts_so_far), MAX_ATTEMPTS)
+    record.final = True
+    record.runnable_at = None
+    record.write(meta)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
