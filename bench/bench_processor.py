@@ -26,18 +26,7 @@ from concurrent import futures
 import grpc
 from google.protobuf import __version__ as protobuf_version
 from google.protobuf.internal import api_implementation
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
-from collector_processor.hold import PASS_THROUGH, HoldStore, TraceMapping
-from collector_processor.otlp import EXPORT_METHOD_PATH
-from collector_processor.stitch import Stitcher
-from instrumentation.conventions import (
+from jobtrail.conventions import (
     ATTR_JOB_ATTEMPT,
     ATTR_LINK_TYPE,
     ATTR_MESSAGING_DESTINATION_NAME,
@@ -46,6 +35,16 @@ from instrumentation.conventions import (
     ATTR_REQUEST_ID,
     LINK_TYPE_ENQUEUED_BY,
 )
+from jobtrail.otlp import EXPORT_METHOD_PATH
+from jobtrail.processor.hold import PASS_THROUGH, HoldStore, TraceMapping
+from jobtrail.processor.stitch import Stitcher
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 STITCH_TARGET = 150_000
 END_TO_END_TARGET = 50_000
@@ -250,7 +249,7 @@ def end_to_end(payloads: list[bytes], total: int, processor_cpu: int, hold: floa
     server.start()
     launcher = (
         f"import os, sys; os.sched_setaffinity(0, {{{processor_cpu}}}); "
-        "from collector_processor.__main__ import main; sys.exit(main(sys.argv[1:]))"
+        "from jobtrail.processor.__main__ import main; sys.exit(main(sys.argv[1:]))"
     )
     process = subprocess.Popen(
         [

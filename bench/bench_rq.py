@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable
 
 import redis
+from jobtrail.rq import RQInstrumentor
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NoOpTracerProvider
 from rq import Queue, SimpleWorker
 
-from instrumentation.rq import RQInstrumentor
 from tests.fixtures.otlp_receiver import GrpcTraceReceiver
 
 BARE = "bare rq"

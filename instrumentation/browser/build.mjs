@@ -1,4 +1,5 @@
-// Bundles src/ and the pinned OpenTelemetry packages into dist/jobtrail.js, one IIFE exposing
+// Bundles src/ and the pinned OpenTelemetry packages into ../src/jobtrail/flask/static/jobtrail.js
+// (the Python package serves it; JOBTRAIL_KIT_OUT overrides the output for the rebuild test), one IIFE exposing
 // `window.jobtrail`. The output is deterministic: tests/browser/test_bundle.py rebuilds it and
 // compares it byte for byte with the committed file.
 import { build } from 'esbuild';
@@ -8,7 +9,7 @@ const here = (path) => fileURLToPath(new URL(path, import.meta.url));
 
 await build({
   entryPoints: [here('src/index.js')],
-  outfile: here('dist/jobtrail.js'),
+  outfile: process.env.JOBTRAIL_KIT_OUT ?? here('../src/jobtrail/flask/static/jobtrail.js'),
   bundle: true,
   format: 'iife',
   globalName: 'jobtrail',

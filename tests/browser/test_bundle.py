@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from jobtrail.flask.browser_kit import browser_kit_bundle
 
-from instrumentation.flask.browser_kit import browser_kit_bundle
-
-KIT_DIR = Path(__file__).resolve().parents[2] / "instrumentation" / "browser"
+REPO = Path(__file__).resolve().parents[2]
+KIT_DIR = REPO / "instrumentation" / "browser"
+BUNDLE = REPO / "instrumentation" / "src" / "jobtrail" / "flask" / "static" / "jobtrail.js"
 GZIP_BUDGET_BYTES = 40 * 1024
 EXACT_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 
@@ -56,11 +58,12 @@ def test_rebuilding_from_the_lockfile_gives_the_committed_bundle(tmp_path):
         shutil.copy2(KIT_DIR / name, work / name)
     shutil.copytree(KIT_DIR / "src", work / "src")
 
+    rebuilt_path = work / "jobtrail.js"
+    env = {**os.environ, "JOBTRAIL_KIT_OUT": str(rebuilt_path)}
     for command in ([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], ["node", "build.mjs"]):
-        finished = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=300)
+        finished = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=300, env=env)
         assert finished.returncode == 0, f"{' '.join(command)} failed:\n{finished.stdout}\n{finished.stderr}"
 
-    rebuilt = (work / "dist" / "jobtrail.js").read_bytes()
-    assert rebuilt == (KIT_DIR / "dist" / "jobtrail.js").read_bytes(), (
-        "instrumentation/browser/dist/jobtrail.js is stale: run `npm ci && npm run build` in instrumentation/browser"
+    assert rebuilt_path.read_bytes() == BUNDLE.read_bytes(), (
+        f"{BUNDLE} is stale: run `npm ci && npm run build` in instrumentation/browser"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from instrumentation import conventions
+from jobtrail import conventions
 
 CONVENTIONS_JS = Path(__file__).resolve().parents[2] / "instrumentation" / "browser" / "src" / "conventions.js"
 STRING_CONSTANT = re.compile(r"^export const (\w+) = '([^']*)';$", re.MULTILINE)

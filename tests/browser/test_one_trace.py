@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from opentelemetry.trace import SpanKind
-
-from instrumentation.conventions import (
+from jobtrail.conventions import (
     ATTR_JOB_STATE,
     ATTR_MESSAGING_MESSAGE_ID,
     ATTR_REQUEST_ID,
@@ -21,7 +19,9 @@ from instrumentation.conventions import (
     process_span_name,
     send_span_name,
 )
-from instrumentation.rq import RQInstrumentor
+from jobtrail.rq import RQInstrumentor
+from opentelemetry.trace import SpanKind
+
 from tests.browser.spans import (
     OTLP_KIND_CLIENT,
     OTLP_KIND_INTERNAL,

@@ -1,4 +1,4 @@
-"""The embedded demo as a user runs it: ``python -m demo_app`` in its own process, on free ports, fast settings."""
+"""The embedded demo as a user runs it: ``python -m jobtrail.demo`` in its own process, on free ports, fast settings."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def demo_command(data_dir: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "demo_app",
+        "jobtrail.demo",
         "--port",
         "0",
         "--data-dir",
@@ -107,7 +107,7 @@ def parse_scripted(stdout: str) -> dict[str, PrintedAction]:
 
 @pytest.fixture(scope="module")
 def scripted_run(tmp_path_factory: pytest.TempPathFactory) -> ScriptedRun:
-    """``python -m demo_app --scripted``: Chromium clicks every scenario; the demo stops and flushes everything."""
+    """``python -m jobtrail.demo --scripted``: Chromium clicks every scenario; the demo stops and flushes everything."""
     reason = chromium_missing_reason()
     if reason:
         pytest.fail(reason)

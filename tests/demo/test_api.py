@@ -6,10 +6,9 @@ import json
 import re
 
 import pytest
+from jobtrail.demo.api import create_app
+from jobtrail.demo.settings import SCREEN, WEB_SERVICE, DemoSettings
 from rq.job import Job
-
-from demo_app.api import create_app
-from demo_app.settings import SCREEN, WEB_SERVICE, DemoSettings
 
 RECEIPT = {"refund_id": "RF-1042", "email": "customer@example.com", "amount_cents": 4250}
 
@@ -51,7 +50,7 @@ def test_receipt_is_accepted_with_the_configured_retries(client, redis_conn) -> 
     body = response.get_json()
     assert body["status_url"] == f"/api/receipts/{body['job_id']}" == response.headers["Location"]
     job = Job.fetch(body["job_id"], connection=redis_conn)
-    assert job.func_name == "demo_app.jobs.send_refund_receipt"
+    assert job.func_name == "jobtrail.demo.jobs.send_refund_receipt"
     assert (job.retries_left, job.retry_intervals) == (2, [1, 2])
     status = client.get(body["status_url"])
     assert status.status_code == 200

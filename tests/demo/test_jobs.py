@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from jobtrail.demo import email_provider
+from jobtrail.demo.jobs import generate_report, import_files, send_refund_receipt
 from opentelemetry.trace import StatusCode
 from rq import Queue, Retry, SimpleWorker
-
-from demo_app import email_provider
-from demo_app.jobs import generate_report, import_files, send_refund_receipt
 
 
 @pytest.fixture

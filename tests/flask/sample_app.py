@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from flask import Flask, request
+from jobtrail.conventions import REQUEST_ID_BAGGAGE_KEY
+from jobtrail.flask import JobContract, browser_kit_blueprint, instrument_app, refuse, span_intake_blueprint
 from opentelemetry import baggage
 from rq import Queue, Retry
 
-from instrumentation.conventions import REQUEST_ID_BAGGAGE_KEY
-from instrumentation.flask import JobContract, browser_kit_blueprint, instrument_app, refuse, span_intake_blueprint
 from tests.flask import tasks
 
 PAGE = """<!doctype html>

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import flask
-
-from instrumentation.flask import browser_kit_blueprint
-from instrumentation.flask.browser_kit import browser_kit_bundle
+from jobtrail.flask import browser_kit_blueprint
+from jobtrail.flask.browser_kit import browser_kit_bundle
 
 
 def kit_client():

@@ -8,12 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 import redis
-from opentelemetry.trace import SpanKind
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-from rq import Queue
-
-from instrumentation.conventions import (
+from jobtrail.conventions import (
     ATTR_ERROR_REASON,
     JOB_STATE_HEADER,
     REQUEST_ID_HEADER,
@@ -25,7 +20,12 @@ from instrumentation.conventions import (
     STATE_STARTED,
     STATE_SUCCEEDED,
 )
-from instrumentation.flask.idempotency import Claim, IdempotencyStore, fingerprint
+from jobtrail.jobs.idempotency import Claim, IdempotencyStore, fingerprint
+from opentelemetry.trace import SpanKind
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from rq import Queue
+
 from tests.flask.conftest import QUEUE_NAME
 from tests.flask.sample_app import create_app
 

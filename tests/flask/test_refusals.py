@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import flask
 import pytest
+from jobtrail.conventions import ATTR_ERROR_REASON, REQUEST_ID_HEADER
+from jobtrail.flask import instrument_app, refuse
 from opentelemetry.trace import SpanKind
-
-from instrumentation.conventions import ATTR_ERROR_REASON, REQUEST_ID_HEADER
-from instrumentation.flask import instrument_app, refuse
 
 GIVEN_ID = "req_00000000000000aa"
 

@@ -6,12 +6,11 @@ import logging
 
 import flask
 import pytest
+from jobtrail.conventions import ATTR_REQUEST_ID, REQUEST_ID_BAGGAGE_KEY, REQUEST_ID_HEADER, REQUEST_ID_PATTERN
+from jobtrail.flask import instrument_app, uninstrument_app
+from jobtrail.logs import CorrelationFilter
 from opentelemetry import baggage
 from opentelemetry.trace import SpanKind
-
-from instrumentation.conventions import ATTR_REQUEST_ID, REQUEST_ID_BAGGAGE_KEY, REQUEST_ID_HEADER, REQUEST_ID_PATTERN
-from instrumentation.flask import instrument_app, uninstrument_app
-from instrumentation.logs import CorrelationFilter
 
 GIVEN_ID = "req_0123456789abcdef"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

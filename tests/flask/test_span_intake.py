@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 import flask
 import pytest
+from jobtrail.flask import instrument_app, span_intake_blueprint
 
-from instrumentation.flask import instrument_app, span_intake_blueprint
 from tests.flask.serving import serving
 
 OTLP_BODY = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "click"}]}]}]}).encode()

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
-from instrumentation.conventions import (
+from jobtrail.conventions import (
     ATTR_LINK_TYPE,
     ATTR_MESSAGING_OPERATION_TYPE,
     LINK_TYPE_ENQUEUED_BY,
     LINK_TYPE_RETRY_OF,
     OPERATION_PROCESS,
 )
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 
 def new_trace_id() -> bytes:

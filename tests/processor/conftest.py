@@ -11,6 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import pytest
+from jobtrail.conventions import ATTR_LINK_TYPE, LINK_TYPE_ENQUEUED_BY, LINK_TYPE_RETRY_OF
+from jobtrail.processor.config import ProcessorConfig
+from jobtrail.processor.pipeline import Pipeline
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
@@ -26,10 +29,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Link, SpanKind
-
-from collector_processor.config import ProcessorConfig
-from collector_processor.pipeline import Pipeline
-from instrumentation.conventions import ATTR_LINK_TYPE, LINK_TYPE_ENQUEUED_BY, LINK_TYPE_RETRY_OF
 
 WAIT_SECONDS = 30.0
 

@@ -10,10 +10,9 @@ import zlib
 import grpc
 import pytest
 from google.rpc import status_pb2
+from jobtrail.otlp import EXPORT_METHOD_PATH, GRPC_RETRY_INFO_KEY, GRPC_STATUS_DETAILS_KEY
+from jobtrail.processor.telemetry import REQUESTS_REFUSED, SPANS_REJECTED
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-
-from collector_processor.otlp import EXPORT_METHOD_PATH, GRPC_RETRY_INFO_KEY, GRPC_STATUS_DETAILS_KEY
-from collector_processor.telemetry import REQUESTS_REFUSED, SPANS_REJECTED
 
 from .builders import new_trace_id, request, span
 from .conftest import wait_for

@@ -12,9 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from jobtrail.processor.config import ConfigError, ProcessorConfig, load_config
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
-from collector_processor.config import ConfigError, ProcessorConfig, load_config
 
 from .builders import new_trace_id, request, span
 from .conftest import wait_for
@@ -82,7 +81,7 @@ def test_bad_settings_say_which_and_why(overrides, message):
 
 def test_cli_refuses_bad_flags_with_exit_code_2():
     finished = subprocess.run(
-        [sys.executable, "-m", "collector_processor", "--export-to", "ftp://nowhere"],
+        [sys.executable, "-m", "jobtrail.processor", "--export-to", "ftp://nowhere"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -98,7 +97,7 @@ def test_cli_says_when_its_port_is_taken(flag):
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         finished = subprocess.run(
-            [sys.executable, "-m", "collector_processor", flag, address, "--export-to", "grpc://127.0.0.1:1"]
+            [sys.executable, "-m", "jobtrail.processor", flag, address, "--export-to", "grpc://127.0.0.1:1"]
             + ["--listen-http" if flag == "--listen-grpc" else "--listen-grpc", "127.0.0.1:0"],
             capture_output=True,
             text=True,
@@ -110,7 +109,7 @@ def test_cli_says_when_its_port_is_taken(flag):
 
 def test_sigterm_forwards_held_spans_before_exit(grpc_downstream, tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("JOBTRAIL_PROCESSOR_")}
-    # The installed console script this time (the other tests run `python -m collector_processor`).
+    # The installed console script this time (the other tests run `python -m jobtrail.processor`).
     script = Path(sys.executable).with_name("jobtrail-processor")
     assert script.exists(), f"{script} missing: install the package (pip install -e .)"
     process = subprocess.Popen(

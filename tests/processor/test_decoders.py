@@ -11,21 +11,20 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-
-from collector_processor.config import STITCH_RULE_MESSAGING
-from collector_processor.hold import HoldStore
-from collector_processor.receivers.http import RequestRefused, decode_body
-from collector_processor.receivers.otlp_json import OtlpDecodeError, decode_request, encode_request
-from collector_processor.stitch import Stitcher
-from instrumentation.conventions import (
+from jobtrail.conventions import (
     ATTR_LINK_TYPE,
     ATTR_MESSAGING_OPERATION_TYPE,
     LINK_TYPE_ENQUEUED_BY,
     OPERATION_PROCESS,
 )
+from jobtrail.otlp.json_codec import OtlpDecodeError, decode_request, encode_request
+from jobtrail.processor.config import STITCH_RULE_MESSAGING
+from jobtrail.processor.hold import HoldStore
+from jobtrail.processor.receivers.http import RequestRefused, decode_body
+from jobtrail.processor.stitch import Stitcher
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 LIMIT = 1 << 20
 ENQUEUED_BY = KeyValue(key=ATTR_LINK_TYPE, value=AnyValue(string_value=LINK_TYPE_ENQUEUED_BY))

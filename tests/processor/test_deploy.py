@@ -6,9 +6,7 @@ from pathlib import Path
 
 import yaml
 
-import collector_processor
-
-FRAGMENT = Path(collector_processor.__file__).parent / "deploy" / "otel-collector.loadbalancing.yaml"
+FRAGMENT = Path(__file__).resolve().parents[2] / "collector_processor" / "deploy" / "otel-collector.loadbalancing.yaml"
 
 
 def test_loadbalancing_fragment_routes_by_trace_id_to_several_replicas():

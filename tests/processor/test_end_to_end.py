@@ -8,26 +8,25 @@ import urllib.request
 
 import grpc
 import pytest
+from jobtrail.conventions import (
+    ATTR_LINK_TYPE,
+    ATTR_STITCHED_ORIGINAL_TRACE_ID,
+    ATTR_STITCHED_PARENT_FROM_LINK,
+    LINK_TYPE_ENQUEUED_BY,
+)
+from jobtrail.otlp.json_codec import decode_request
+from jobtrail.processor.telemetry import (
+    REQUESTS_REFUSED,
+    SPANS_FORWARDED_UNCHANGED,
+    SPANS_RECEIVED,
+    SPANS_STITCHED,
+)
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-
-from collector_processor.receivers.otlp_json import decode_request
-from collector_processor.telemetry import (
-    REQUESTS_REFUSED,
-    SPANS_FORWARDED_UNCHANGED,
-    SPANS_RECEIVED,
-    SPANS_STITCHED,
-)
-from instrumentation.conventions import (
-    ATTR_LINK_TYPE,
-    ATTR_STITCHED_ORIGINAL_TRACE_ID,
-    ATTR_STITCHED_PARENT_FROM_LINK,
-    LINK_TYPE_ENQUEUED_BY,
-)
 
 from .builders import attributes_of
 from .conftest import enqueue_in_request, grpc_sender, http_sender, run_attempt, wait_for

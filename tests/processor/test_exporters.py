@@ -7,14 +7,13 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import grpc
+from jobtrail.otlp.json_codec import decode_request
+from jobtrail.processor.exporters.base import split_request
+from jobtrail.processor.exporters.grpc import retry_delay
+from jobtrail.processor.exporters.http import parse_retry_after
+from jobtrail.processor.receivers.grpc import retry_trailers
+from jobtrail.processor.telemetry import EXPORT_FAILURES, EXPORT_QUEUE_BYTES, SPANS_EXPORT_DROPPED, SPANS_EXPORTED
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-from collector_processor.exporters.base import split_request
-from collector_processor.exporters.grpc import retry_delay
-from collector_processor.exporters.http import parse_retry_after
-from collector_processor.receivers.grpc import retry_trailers
-from collector_processor.receivers.otlp_json import decode_request
-from collector_processor.telemetry import EXPORT_FAILURES, EXPORT_QUEUE_BYTES, SPANS_EXPORT_DROPPED, SPANS_EXPORTED
 
 from .builders import new_trace_id, request, span
 from .conftest import grpc_sender, wait_for

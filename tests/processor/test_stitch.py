@@ -4,23 +4,22 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
-from collector_processor.config import STITCH_RULE_JOBTRAIL, STITCH_RULE_MESSAGING
-from collector_processor.hold import HELD_SPAN_OVERHEAD_BYTES, HoldStore
-from collector_processor.stitch import (
+from jobtrail.conventions import (
+    ATTR_MESSAGING_OPERATION_TYPE,
+    ATTR_STITCHED_ORIGINAL_TRACE_ID,
+    ATTR_STITCHED_PARENT_FROM_LINK,
+    OPERATION_PROCESS,
+)
+from jobtrail.processor.config import STITCH_RULE_JOBTRAIL, STITCH_RULE_MESSAGING
+from jobtrail.processor.hold import HELD_SPAN_OVERHEAD_BYTES, HoldStore
+from jobtrail.processor.stitch import (
     REASON_HOLD_FULL,
     REASON_NO_JOB_LINK,
     REASON_SHUTDOWN,
     REASON_WINDOW_EXPIRED,
     Stitcher,
 )
-from instrumentation.conventions import (
-    ATTR_MESSAGING_OPERATION_TYPE,
-    ATTR_STITCHED_ORIGINAL_TRACE_ID,
-    ATTR_STITCHED_PARENT_FROM_LINK,
-    OPERATION_PROCESS,
-)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from .builders import attempt_root, attributes_of, link, new_trace_id, request, span, spans_of
 

@@ -52,7 +52,7 @@ def test_healthz_answers(processor):
 
 def test_counters_are_logged_at_stop(processor, caplog):
     processor.consume(request(span("plain", new_trace_id())), None)
-    with caplog.at_level("INFO", logger="collector_processor"):
+    with caplog.at_level("INFO", logger="jobtrail.processor"):
         processor.stop()
     assert "spans_received_total=1" in caplog.text
     assert "spans_forwarded_unchanged_total{reason=no_job_link}=1" in caplog.text

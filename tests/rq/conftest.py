@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from jobtrail.rq import RQInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 
-from instrumentation.rq import RQInstrumentor
 from tests.fixtures.otlp_receiver import GrpcTraceReceiver
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,10 +8,9 @@ import signal
 import smtplib
 import time
 
+from jobtrail.conventions import REQUEST_ID_BAGGAGE_KEY
 from opentelemetry import baggage, trace
 from rq import Retry, get_current_job
-
-from instrumentation.conventions import REQUEST_ID_BAGGAGE_KEY
 
 STEP_SPAN = "render receipt"
 _tracer = trace.get_tracer(__name__)

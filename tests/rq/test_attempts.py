@@ -6,13 +6,7 @@ import logging
 from datetime import datetime
 
 import pytest
-from opentelemetry import baggage, context, trace
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
-from rq import Queue, Retry
-from rq.job import JobStatus
-
-from instrumentation.conventions import (
+from jobtrail.conventions import (
     ATTR_ERROR_TYPE,
     ATTR_EXCEPTION_MESSAGE,
     ATTR_FIRST_ERROR_MESSAGE,
@@ -37,7 +31,13 @@ from instrumentation.conventions import (
     OUTCOME_SUCCEEDED,
     REQUEST_ID_BAGGAGE_KEY,
 )
-from instrumentation.rq import RQInstrumentor
+from jobtrail.rq import RQInstrumentor
+from opentelemetry import baggage, context, trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode
+from rq import Queue, Retry
+from rq.job import JobStatus
+
 from tests.rq import jobs
 from tests.rq.conftest import attempt_spans, counter_key, named, work_until_done
 
@@ -224,11 +224,11 @@ def test_garbage_in_job_meta_is_ignored_with_one_warning(key, garbage, queue, sp
     job.meta.pop(JOB_META_CARRIER_KEY, None)  # only the garbage under test decides the links
     job.meta[key] = garbage
     job.save_meta()
-    with caplog.at_level(logging.WARNING, logger="instrumentation.rq.carrier"):
+    with caplog.at_level(logging.WARNING, logger="jobtrail.rq.carrier"):
         assert work_until_done(queue, job) == JobStatus.FINISHED
     assert job.return_value() == 42
     (attempt,) = attempt_spans(span_exporter, job)
     assert attempt.attributes[ATTR_JOB_ATTEMPT] == 1
     assert not attempt.links
-    warnings = [r.getMessage() for r in caplog.records if r.name == "instrumentation.rq.carrier"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "jobtrail.rq.carrier"]
     assert len(warnings) == 1 and job.id in warnings[0]

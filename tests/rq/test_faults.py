@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from jobtrail.rq import RQInstrumentor
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from rq import Retry
 from rq.job import JobStatus
 
-from instrumentation.rq import RQInstrumentor
 from tests.rq import jobs
 from tests.rq.conftest import closed_port, counter_key, work_until_done
 

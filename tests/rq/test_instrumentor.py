@@ -9,11 +9,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from jobtrail.conventions import ATTR_JOB_OUTCOME, ATTR_MESSAGING_MESSAGE_ID, OUTCOME_SUCCEEDED
+from jobtrail.rq import RQInstrumentor
 from rq import Queue
 from rq.worker.base import BaseWorker
 
-from instrumentation.conventions import ATTR_JOB_OUTCOME, ATTR_MESSAGING_MESSAGE_ID, OUTCOME_SUCCEEDED
-from instrumentation.rq import RQInstrumentor
 from tests.fixtures.otlp_receiver import attributes_of
 from tests.rq import jobs
 from tests.rq.conftest import REPO, named

@@ -8,17 +8,17 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry import baggage, context, trace
-from rq.job import JobStatus
-
-from instrumentation.conventions import (
+from jobtrail.conventions import (
     LOG_EVENT_JOB_FINISHED,
     LOG_EVENT_JOB_QUEUED,
     LOG_EVENT_JOB_STARTED,
     LOG_FIELDS,
     REQUEST_ID_BAGGAGE_KEY,
 )
-from instrumentation.logs import configure_logging
+from jobtrail.logs import configure_logging
+from opentelemetry import baggage, context, trace
+from rq.job import JobStatus
+
 from tests.rq import jobs
 from tests.rq.conftest import attempt_spans, named, work_until_done
 

@@ -6,14 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, StatusCode
-from redis.backoff import NoBackoff
-from redis.retry import Retry as RedisRetry
-from rq import Queue, Retry
-from rq.job import Job, JobStatus
-
-from instrumentation.conventions import (
+from jobtrail.conventions import (
     ATTR_ERROR_TYPE,
     ATTR_JOB_FUNC_NAME,
     ATTR_JOB_SCHEDULED_FOR,
@@ -27,7 +20,14 @@ from instrumentation.conventions import (
     JOB_META_CARRIER_KEY,
     LINK_TYPE_ENQUEUED_BY,
 )
-from instrumentation.rq import RQInstrumentor
+from jobtrail.rq import RQInstrumentor
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+from redis.backoff import NoBackoff
+from redis.retry import Retry as RedisRetry
+from rq import Queue, Retry
+from rq.job import Job, JobStatus
+
 from tests.rq import jobs
 from tests.rq.conftest import attempt_spans, closed_port, counter_key, named, work_until_done
 

@@ -7,11 +7,7 @@ real gRPC receiver, and that a horse killed mid-job or stopped on request is rec
 from __future__ import annotations
 
 import pytest
-from rq import Retry
-from rq.command import send_stop_job_command
-from rq.job import JobStatus
-
-from instrumentation.conventions import (
+from jobtrail.conventions import (
     ATTR_ERROR_TYPE,
     ATTR_JOB_ATTEMPT,
     ATTR_JOB_OUTCOME,
@@ -24,7 +20,11 @@ from instrumentation.conventions import (
     OUTCOME_STOPPED,
     OUTCOME_SUCCEEDED,
 )
-from instrumentation.rq.attempt import ERROR_TYPE_HORSE_TERMINATED, ERROR_TYPE_STOPPED
+from jobtrail.rq.attempt import ERROR_TYPE_HORSE_TERMINATED, ERROR_TYPE_STOPPED
+from rq import Retry
+from rq.command import send_stop_job_command
+from rq.job import JobStatus
+
 from tests.fixtures.otlp_receiver import attributes_of
 from tests.rq import jobs
 from tests.rq.conftest import counter_key, named, wait_for_status

@@ -8,14 +8,13 @@ from __future__ import annotations
 import sys
 
 import redis
+from jobtrail.rq import RQInstrumentor
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from rq import Queue, SimpleWorker, Worker
-
-from instrumentation.rq import RQInstrumentor
 
 WORKER_CLASSES = {"Worker": Worker, "SimpleWorker": SimpleWorker}
 

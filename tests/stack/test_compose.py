@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 import yaml
+from jobtrail.demo.__main__ import build_parser as demo_parser
+from jobtrail.demo.settings import API_SERVICE, WORKER_SERVICE
+from jobtrail.processor.__main__ import build_parser as processor_parser
+from jobtrail.processor.config import load_config
+from jobtrail.trail.sources import JAEGER_VERSION
 
-from collector_processor.__main__ import build_parser as processor_parser
-from collector_processor.config import load_config
-from demo_app.__main__ import build_parser as demo_parser
-from demo_app.settings import API_SERVICE, WORKER_SERVICE
-from instrumentation.trail.sources import JAEGER_VERSION
 from tests.stack.stackfiles import (
     COLLECTOR_SERVICE,
     COMPOSE_FILE,

@@ -12,14 +12,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from jobtrail.otlp.json_codec import decode_request, encode_request
+from jobtrail.processor.config import ProcessorConfig
+from jobtrail.processor.pipeline import Pipeline
+from jobtrail.trail.model import attributes_dict
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-from collector_processor.config import ProcessorConfig
-from collector_processor.pipeline import Pipeline
-from collector_processor.receivers.otlp_json import decode_request, encode_request
-from instrumentation.trail.model import attributes_dict
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from jobtrail import conventions as c
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -15,8 +16,6 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_METHOD, HTTP_STATUS_CODE, HTTP_URL
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
-
-from instrumentation import conventions as c
 
 T0_NS = 1_795_342_443_000_000_000
 """2026-11-22 10:14:03 UTC."""
@@ -103,7 +102,7 @@ def emit_action(
                     c.ATTR_MESSAGING_OPERATION_TYPE: c.OPERATION_SEND,
                     c.ATTR_MESSAGING_DESTINATION_NAME: "emails",
                     c.ATTR_MESSAGING_MESSAGE_ID: job_id,
-                    c.ATTR_JOB_FUNC_NAME: "demo_app.jobs.send_refund_receipt",
+                    c.ATTR_JOB_FUNC_NAME: "jobtrail.demo.jobs.send_refund_receipt",
                 },
                 start_time=T0_NS + SECOND + SECOND // 10,
             )
@@ -168,7 +167,7 @@ def _emit_attempts(
                 c.ATTR_MESSAGING_OPERATION_TYPE: c.OPERATION_PROCESS,
                 c.ATTR_MESSAGING_DESTINATION_NAME: "emails",
                 c.ATTR_MESSAGING_MESSAGE_ID: emitted.job_id,
-                c.ATTR_JOB_FUNC_NAME: "demo_app.jobs.send_refund_receipt",
+                c.ATTR_JOB_FUNC_NAME: "jobtrail.demo.jobs.send_refund_receipt",
                 c.ATTR_JOB_ATTEMPT: number,
                 c.ATTR_JOB_RETRIES_LEFT: max(failures - number, 0),
                 c.ATTR_JOB_QUEUE_WAIT_MS: 2100 if number == 1 else 150,

@@ -7,18 +7,18 @@ import socket
 from pathlib import Path
 
 import pytest
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-from instrumentation.conventions import (
+from jobtrail.conventions import (
     ATTR_REQUEST_ID,
     ATTR_STITCHED_ORIGINAL_TRACE_ID,
     ATTR_STITCHED_PARENT_FROM_LINK,
 )
-from instrumentation.trail import FileSource, JaegerSource, Lookup, TrailNotFound
-from instrumentation.trail.cli import DEFAULT_SERVICES, main
-from instrumentation.trail.model import KIND_CONSUMER
+from jobtrail.trail import FileSource, JaegerSource, Lookup, TrailNotFound
+from jobtrail.trail.cli import DEFAULT_SERVICES, main
+from jobtrail.trail.model import KIND_CONSUMER
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from tests.trail.conftest import read_requests
 from tests.trail.scenario import emit_action
 

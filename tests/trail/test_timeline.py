@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-from instrumentation.trail import build_timeline, spans_from_request
-from instrumentation.trail.timeline import (
+from jobtrail.trail import build_timeline, spans_from_request
+from jobtrail.trail.timeline import (
     FINAL_DEAD_LETTERED,
     FINAL_PARTLY_DONE,
     FINAL_SUCCEEDED,
@@ -18,6 +14,10 @@ from instrumentation.trail.timeline import (
     STEP_NOTHING_BROKEN,
     STEP_UI_NEVER_SENT,
 )
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from tests.trail.scenario import emit_action
 
 

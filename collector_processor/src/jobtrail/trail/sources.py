@@ -1,0 +1,229 @@
+"""Where the trail view finds spans: the processor's local OTLP/JSON file, or Jaeger v2's api_v3.
+
+Both answer the same question: every span of every trace that holds the identifier (a request id, a
+trace id, or a job id). Whole traces are returned, so an unstitched trail (attempts still in their own
+traces) is found too, through the request id the attempt spans carry.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from jobtrail.conventions import (
+    ATTR_MESSAGING_MESSAGE_ID,
+    ATTR_REQUEST_ID,
+    ATTR_STITCHED_ORIGINAL_TRACE_ID,
+    REQUEST_ID_PATTERN,
+)
+from jobtrail.otlp.json_codec import OtlpDecodeError, decode_request
+from jobtrail.trail.model import TrailSpan, spans_from_request
+
+TRACE_ID_PATTERN = re.compile(r"^[0-9a-fA-F]{32}$")
+LOOKUP_REQUEST_ID = "request_id"
+LOOKUP_TRACE_ID = "trace_id"
+LOOKUP_JOB_ID = "job_id"
+JAEGER_SEARCH_DEPTH = 20
+
+
+class TrailNotFound(LookupError):
+    """No span anywhere in the source holds the identifier."""
+
+
+class SourceError(RuntimeError):
+    """The source cannot be read (missing file, Jaeger unreachable or answering nonsense)."""
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What support typed, and what it is: a request id, a trace id or (anything else) a job id."""
+
+    kind: str
+    value: str
+
+    @classmethod
+    def parse(cls, identifier: str) -> Lookup:
+        identifier = identifier.strip()
+        if not identifier:
+            raise ValueError("give a request id (req_...), a trace id (32 hex characters) or a job id")
+        if REQUEST_ID_PATTERN.match(identifier):
+            return cls(LOOKUP_REQUEST_ID, identifier)
+        if TRACE_ID_PATTERN.match(identifier):
+            return cls(LOOKUP_TRACE_ID, identifier.lower())
+        return cls(LOOKUP_JOB_ID, identifier)
+
+    def matches(self, span: TrailSpan) -> bool:
+        if self.kind == LOOKUP_TRACE_ID:
+            return span.trace_id == self.value or span.attributes.get(ATTR_STITCHED_ORIGINAL_TRACE_ID) == self.value
+        return span.attributes.get(self.search_attribute) == self.value
+
+    @property
+    def search_attribute(self) -> str:
+        """The span attribute that holds this kind of identifier."""
+        return {
+            LOOKUP_REQUEST_ID: ATTR_REQUEST_ID,
+            LOOKUP_TRACE_ID: ATTR_STITCHED_ORIGINAL_TRACE_ID,
+            LOOKUP_JOB_ID: ATTR_MESSAGING_MESSAGE_ID,
+        }[self.kind]
+
+
+@dataclass
+class FoundTrail:
+    spans: list[TrailSpan]
+    warnings: list[str] = field(default_factory=list)
+
+
+def unique_spans(spans: Iterable[TrailSpan]) -> list[TrailSpan]:
+    """Drop repeats (exporters deliver at least once), keeping the first copy of each span."""
+    seen: dict[tuple[str, str], TrailSpan] = {}
+    for span in spans:
+        seen.setdefault((span.trace_id, span.span_id), span)
+    return list(seen.values())
+
+
+class FileSource:
+    """The processor's file exporter output: one OTLP/JSON request per line, rotated to ``.1``, ``.2``, ..."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def files(self) -> list[str]:
+        """The live file and its rotated backups, oldest first."""
+        backups = [name for name in glob.glob(glob.escape(self.path) + ".*") if name.rpartition(".")[2].isdigit()]
+        backups.sort(key=lambda name: int(name.rpartition(".")[2]), reverse=True)
+        return [*backups, self.path] if os.path.exists(self.path) else backups
+
+    def find(self, lookup: Lookup) -> FoundTrail:
+        files = self.files()
+        if not files:
+            raise SourceError(f"no trace file at {self.path} (is the demo or the processor's file export running?)")
+        warnings: list[str] = []
+        needle = lookup.value
+        trace_ids = {
+            span.trace_id
+            for span in self._spans(files, lambda line: needle in line, warnings)
+            if lookup.matches(span)
+        }
+        if not trace_ids:
+            raise TrailNotFound(f"nothing in {', '.join(files)} holds {lookup.value}")
+        spans = [
+            span
+            for span in self._spans(files, lambda line: any(trace_id in line for trace_id in trace_ids), [])
+            if span.trace_id in trace_ids
+        ]
+        return FoundTrail(unique_spans(spans), warnings)
+
+    @staticmethod
+    def _spans(files: Sequence[str], wanted, warnings: list[str]) -> Iterator[TrailSpan]:
+        """Decode only the lines ``wanted`` keeps (a cheap text check first); report lines that do not decode."""
+        for name in files:
+            try:
+                with open(name, encoding="utf-8", errors="replace") as handle:
+                    for number, line in enumerate(handle, start=1):
+                        if not line.strip() or not wanted(line):
+                            continue
+                        try:
+                            request = decode_request(line)
+                        except OtlpDecodeError as error:
+                            warnings.append(f"{name}:{number} skipped: {error}")
+                            continue
+                        yield from spans_from_request(request)
+            except OSError as error:
+                raise SourceError(f"cannot read {name}: {error}") from None
+
+
+JAEGER_VERSION = "2.19.0"
+"""The Jaeger this source is written against, and the image docker-compose.yml pins (a test checks they agree).
+
+2.19.0 is the first release whose HTTP gateway honours ``query.attributes``; older v2 releases ignore it and
+answer every trace of the service, which :meth:`JaegerSource.find` then filters itself, so they work, slower.
+"""
+
+
+class JaegerSource:
+    """Jaeger v2's query API: ``GET /api/v3/traces/{id}`` and the attribute search ``GET /api/v3/traces``.
+
+    The search needs a service name and a time window; the trail searches each of ``services`` so that a
+    trail whose attempts were never stitched (they live in the worker's own traces) is still found whole.
+    Only api_v3 is used: the UI's old internal JSON search (``GET /api/traces?service=...&tags=...``) is
+    not a public API and is being removed.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        services: Sequence[str],
+        lookback: timedelta = timedelta(hours=24),
+        timeout: float = 10.0,
+        now: datetime | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.services = list(services)
+        self.lookback = lookback
+        self.timeout = timeout
+        self._now = now
+
+    def find(self, lookup: Lookup) -> FoundTrail:
+        spans: list[TrailSpan] = []
+        if lookup.kind == LOOKUP_TRACE_ID:
+            spans = self._get(f"/api/v3/traces/{lookup.value}")
+        if not spans:
+            for service in self.services:
+                spans.extend(self._search(service, lookup))
+        matching_traces = {span.trace_id for span in spans if lookup.matches(span)}
+        spans = [span for span in spans if span.trace_id in matching_traces]
+        if not spans:
+            raise TrailNotFound(f"Jaeger at {self.base_url} has no trace holding {lookup.value}")
+        return FoundTrail(unique_spans(spans))
+
+    def search_url(self, service: str, lookup: Lookup) -> str:
+        """The api_v3 search for one service, attributes as one JSON object of strings.
+
+        Each parameter goes in Jaeger's canonical camelCase and in the snake_case spelling it deprecated
+        (removed in v2.20): Jaeger uses the camelCase one when both are sent, releases before the rename
+        read the snake_case one, so one URL works across the v2 line.
+        """
+        now = self._now or datetime.now(timezone.utc)
+        values = {
+            ("serviceName", "service_name"): service,
+            ("startTimeMin", "start_time_min"): _rfc3339(now - self.lookback),
+            ("startTimeMax", "start_time_max"): _rfc3339(now),
+            ("searchDepth", "search_depth"): str(JAEGER_SEARCH_DEPTH),
+        }
+        query = [(f"query.{name}", value) for names, value in values.items() for name in names]
+        query.append(("query.attributes", json.dumps({lookup.search_attribute: lookup.value})))
+        return f"/api/v3/traces?{urllib.parse.urlencode(query)}"
+
+    def _search(self, service: str, lookup: Lookup) -> list[TrailSpan]:
+        return self._get(self.search_url(service, lookup))
+
+    def _get(self, path: str) -> list[TrailSpan]:
+        """The spans of one api_v3 answer; a 404 ("no traces found") is an empty answer."""
+        url = self.base_url + path
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as response:  # noqa: S310 (URL given by the user)
+                body = response.read()
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return []
+            detail = error.read(500).decode("utf-8", "replace")
+            raise SourceError(f"Jaeger answered {error.code} for {url}: {detail}") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise SourceError(f"cannot reach Jaeger at {self.base_url}: {error}") from None
+        try:
+            result = json.loads(body)["result"]
+            return spans_from_request(decode_request(json.dumps(result)))
+        except (ValueError, KeyError, TypeError, OtlpDecodeError) as error:
+            raise SourceError(f"Jaeger's answer for {url} is not an api_v3 trace result: {error}") from None
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
