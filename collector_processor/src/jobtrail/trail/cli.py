@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
-from jobtrail.trail.sources import FileSource, JaegerSource, Lookup, SourceError, TrailNotFound
+from jobtrail.trail.sources import FileSource, FirstSource, JaegerSource, Lookup, SourceError, TrailNotFound
 from jobtrail.trail.timeline import build_timeline
 
 DEFAULT_TRACE_FILE = "var/jobtrail/traces.jsonl"
@@ -31,11 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the plain-language timeline of one user action and name the first broken step.",
     )
     trail.add_argument("identifier", help="a request id (req_...), a trace id (32 hex) or a job id")
-    source = trail.add_mutually_exclusive_group()
-    source.add_argument(
-        "--file", metavar="PATH.jsonl", help=f"the processor's OTLP/JSON file output (default {DEFAULT_TRACE_FILE})"
+    trail.add_argument(
+        "--file",
+        metavar="PATH.jsonl",
+        help=f"the processor's OTLP/JSON file output (default {DEFAULT_TRACE_FILE}); with --jaeger, read when "
+        "Jaeger fails or lacks the trail",
     )
-    source.add_argument("--jaeger", metavar="URL", help="Jaeger v2 query base URL, e.g. http://127.0.0.1:16686")
+    trail.add_argument("--jaeger", metavar="URL", help="Jaeger v2 query base URL, e.g. http://127.0.0.1:16686")
     trail.add_argument(
         "--service",
         action="append",
@@ -55,8 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"jobtrail: {error}", file=sys.stderr)
         return 2
+    source: FileSource | JaegerSource | FirstSource
     if args.jaeger:
         source = JaegerSource(args.jaeger, args.service or DEFAULT_SERVICES, timedelta(hours=args.lookback_hours))
+        if args.file:
+            source = FirstSource([source, FileSource(args.file)])
     else:
         source = FileSource(args.file or DEFAULT_TRACE_FILE)
     try:

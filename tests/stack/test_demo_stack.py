@@ -1,0 +1,149 @@
+"""``./dev demo --stack`` end to end: Chromium clicks "Send refund receipt", the spans go through the real
+collector, the jobtrail processor subprocess and the real collector again into the real Jaeger.
+
+One demo run (``python -m jobtrail.demo --stack``, the launcher ``./dev demo --stack`` execs) serves every test
+here: Jaeger's api_v3 must hold the whole action as ONE trace, and ``jobtrail trail --jaeger`` must tell it
+exactly as the processor's file does.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from jobtrail.conventions import ATTR_MESSAGING_MESSAGE_ID, ATTR_REQUEST_ID, ATTR_STITCHED_ORIGINAL_TRACE_ID
+from jobtrail.demo.scripted import DemoPage, trail_is_complete, wait_for_trail
+from jobtrail.demo.stack import ENV_JAEGER_BIN, ENV_OTELCOL_BIN, StackTools
+from jobtrail.trail import JaegerSource, Lookup, SourceError, TrailNotFound, TrailSpan
+from jobtrail.trail.cli import DEFAULT_SERVICES
+from jobtrail.trail.cli import main as trail_main
+
+from tests.demo.conftest import START_TIMEOUT_S, STOP_TIMEOUT_S, demo_command, demo_environment
+from tests.demo.test_end_to_end import one_chain
+from tests.fixtures.browser import chromium_missing_reason, launch_chromium
+from tests.stack.conftest import eventually, jaeger_json, jaeger_spans, jaeger_trace, jaeger_warnings
+
+pytestmark = [pytest.mark.slow, pytest.mark.stack, pytest.mark.browser]
+RECEIPT_ACTION = "Send refund receipt"
+STACK_START_TIMEOUT_S = 120
+
+
+@dataclass
+class StackDemo:
+    url: str
+    jaeger_url: str
+    trace_file: Path
+    page_config: str
+    request_id: str = ""
+    job_id: str = ""
+    state: str = ""
+
+
+def read_until(lines: queue.Queue[str], pattern: str, timeout: float) -> re.Match[str]:
+    while True:
+        match = re.match(pattern, lines.get(timeout=timeout))
+        if match:
+            return match
+
+
+@pytest.fixture(scope="module")
+def stack_demo(stack_tools: StackTools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackDemo]:
+    """The demo with ``--stack`` in its own process; Chromium clicks "Send refund receipt" once (fails twice)."""
+    reason = chromium_missing_reason()
+    if reason:
+        pytest.fail(reason)
+    workdir = tmp_path_factory.mktemp("stack-demo")
+    env = {**demo_environment(), ENV_OTELCOL_BIN: str(stack_tools.otelcol), ENV_JAEGER_BIN: str(stack_tools.jaeger)}
+    with (workdir / "demo.log").open("w") as stderr:
+        process = subprocess.Popen(
+            demo_command(workdir / "data", "--stack"), stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
+        )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    try:
+        url = read_until(lines, r"jobtrail demo: (http://\S+)", STACK_START_TIMEOUT_S)[1]
+        trace_file = Path(read_until(lines, r"\s+stitched traces: (\S+)", START_TIMEOUT_S)[1])
+        jaeger_url = read_until(lines, r"\s+a trail: .* --jaeger (http://\S+)", START_TIMEOUT_S)[1]
+        with launch_chromium() as browser:
+            page = browser.new_page()
+            demo_page = DemoPage(page, url)
+            config = page.evaluate("document.getElementById('demo-config').textContent")
+            outcome = demo_page.run("receipt")
+        yield StackDemo(url, jaeger_url, trace_file, config, outcome.request_id, outcome.job_id, outcome.state)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def complete_in_jaeger(demo: StackDemo) -> list[TrailSpan] | None:
+    try:
+        spans = JaegerSource(demo.jaeger_url, DEFAULT_SERVICES).find(Lookup.parse(demo.request_id)).spans
+    except (TrailNotFound, SourceError):
+        return None
+    return spans if trail_is_complete(spans) else None
+
+
+@pytest.fixture(scope="module")
+def in_jaeger(stack_demo: StackDemo) -> list[TrailSpan]:
+    """The action's trail once Jaeger holds all of it and the processor's file is complete too."""
+    wait_for_trail(stack_demo.trace_file, stack_demo.request_id)
+    return eventually(lambda: complete_in_jaeger(stack_demo), "the whole receipt trail in Jaeger")
+
+
+def test_the_page_links_each_action_to_its_trace_in_jaegers_api(stack_demo: StackDemo) -> None:
+    assert stack_demo.state == "succeeded"
+    assert f'"jaegerTraceLink": "{stack_demo.jaeger_url}/api/v3/traces/{{trace_id}}"' in stack_demo.page_config
+
+
+def test_jaeger_holds_the_receipt_as_one_trace(stack_demo: StackDemo, in_jaeger: list[TrailSpan]) -> None:
+    """Action, fetch, Flask span, send span, the three attempts under the send span, each with its steps."""
+    holding = set()
+    for service in DEFAULT_SERVICES:
+        query = (
+            f"/api/v3/traces?query.service_name={service}&query.num_traces=100"
+            "&query.start_time_min=2000-01-01T00:00:00Z&query.start_time_max=2100-01-01T00:00:00Z"
+        )
+        answer = jaeger_json(stack_demo.jaeger_url, query)
+        assert answer is not None, f"Jaeger has no trace of {service}"
+        for span in jaeger_spans(answer):
+            if span.attributes.get(ATTR_REQUEST_ID) == stack_demo.request_id:
+                holding.add(span.trace_id)
+    assert len(holding) == 1, f"the action is split over {holding}"
+    [trace_id] = holding
+    spans = jaeger_trace(stack_demo.jaeger_url, trace_id)
+    _action, send, attempts = one_chain(spans, RECEIPT_ACTION)
+    assert len(attempts) == 3
+    assert send.attributes[ATTR_MESSAGING_MESSAGE_ID] == stack_demo.job_id
+    for attempt in attempts:
+        original = attempt.attributes[ATTR_STITCHED_ORIGINAL_TRACE_ID]
+        assert jaeger_json(stack_demo.jaeger_url, f"/api/v3/traces/{original}") is None, "no attempt left behind"
+    assert jaeger_warnings(spans) == {}, "Jaeger flags nothing in a stitched trace"
+
+
+def trail_lines(*args: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    assert trail_main(["trail", *args, "--utc"]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_the_trail_from_jaeger_is_the_trail_from_the_file(
+    stack_demo: StackDemo, in_jaeger: list[TrailSpan], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from_file = trail_lines(stack_demo.request_id, "--file", str(stack_demo.trace_file), capsys=capsys)
+    from_jaeger = trail_lines(stack_demo.request_id, "--jaeger", stack_demo.jaeger_url, capsys=capsys)
+    assert from_jaeger == from_file
+    assert sum("failed: SMTPAuthenticationError; retry scheduled in" in line for line in from_jaeger) == 2
+    by_job = trail_lines(stack_demo.job_id, "--jaeger", stack_demo.jaeger_url, capsys=capsys)
+    assert by_job[1:] == from_file[1:], "the job id finds the same trail (only the header names the query)"
+    assert by_job[0] == from_file[0].replace(stack_demo.request_id, stack_demo.job_id, 1)
