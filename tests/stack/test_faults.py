@@ -26,8 +26,8 @@ from tests.stack.conftest import eventually, jaeger_trace
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
 TRACES = 40
 SPANS_PER_TRACE = 10
-PROCESSOR_QUEUE_SPANS = 30
-"""Far fewer than the spans sent: the processor must refuse while its next hop is down."""
+PROCESSOR_QUEUE_SPANS = SPANS_PER_TRACE
+"""One trace fills the processor's export queue while its next hop is down; every later request is refused."""
 
 
 def processor_counter(processor: Processor, name: str, **labels: str) -> float:
@@ -41,13 +41,13 @@ def processor_counter(processor: Processor, name: str, **labels: str) -> float:
     return total
 
 
-def send_traces(endpoint: str) -> list[str]:
-    """TRACES traces of SPANS_PER_TRACE spans each, through a real SDK exporter; their trace ids."""
+def send_traces(endpoint: str, count: int) -> list[str]:
+    """``count`` traces of SPANS_PER_TRACE spans each, through a real SDK exporter; their trace ids."""
     provider = TracerProvider(resource=Resource.create({"service.name": "faults-app"}), shutdown_on_exit=False)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
     tracer = provider.get_tracer(__name__)
     trace_ids = []
-    for number in range(TRACES):
+    for number in range(count):
         with tracer.start_as_current_span(f"request {number}") as root:
             for step in range(SPANS_PER_TRACE - 1):
                 with tracer.start_as_current_span(f"step {step}"):
@@ -77,7 +77,12 @@ def test_a_refusing_processor_between_two_collectors_loses_nothing(
     inbound = Collector(stack_tools.otelcol, COLLECTOR_CONFIG, tmp_path, "otelcol-in")
     try:
         inbound.start(JOBTRAIL_PROCESSOR_ENDPOINT=processor.grpc_endpoint, JAEGER_OTLP_ENDPOINT=jaeger.otlp_endpoint)
-        trace_ids = send_traces(inbound.otlp_grpc_endpoint)
+        trace_ids = send_traces(inbound.otlp_grpc_endpoint, 1)
+        eventually(
+            lambda: processor_counter(processor, "jobtrail_processor_spans_received_total") >= SPANS_PER_TRACE,
+            "the first trace to fill the processor's export queue",
+        )
+        trace_ids += send_traces(inbound.otlp_grpc_endpoint, TRACES - 1)
         eventually(
             lambda: processor_counter(processor, "jobtrail_processor_requests_refused_total", reason="overloaded"),
             "the processor to refuse while its next hop is down",
