@@ -96,7 +96,3 @@ def jaeger_trace(base_url: str, trace_id: str) -> list[TrailSpan]:
     """Every span Jaeger holds for ``trace_id`` (after its adjusters)."""
     return jaeger_spans(jaeger_json(base_url, f"/api/v3/traces/{trace_id}"))
 
-
-def jaeger_warnings(spans: list[TrailSpan]) -> dict[str, object]:
-    """span name -> the warnings Jaeger's adjusters attached to it."""
-    return {span.name: span.attributes[JAEGER_WARNINGS] for span in spans if JAEGER_WARNINGS in span.attributes}

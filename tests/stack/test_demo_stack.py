@@ -19,19 +19,23 @@ from pathlib import Path
 
 import pytest
 from jobtrail.conventions import ATTR_MESSAGING_MESSAGE_ID, ATTR_REQUEST_ID, ATTR_STITCHED_ORIGINAL_TRACE_ID
-from jobtrail.demo.scripted import DemoPage, trail_is_complete, wait_for_trail
+from jobtrail.demo.scripted import DemoPage, trail_is_complete
 from jobtrail.demo.stack import ENV_JAEGER_BIN, ENV_OTELCOL_BIN, StackTools
-from jobtrail.trail import JaegerSource, Lookup, SourceError, TrailNotFound, TrailSpan
+from jobtrail.trail import FileSource, Lookup, SourceError, TrailNotFound, TrailSpan
 from jobtrail.trail.cli import DEFAULT_SERVICES
 from jobtrail.trail.cli import main as trail_main
+from jobtrail.trail.model import KIND_CONSUMER
 
 from tests.demo.conftest import START_TIMEOUT_S, STOP_TIMEOUT_S, demo_command, demo_environment
 from tests.demo.test_end_to_end import one_chain
 from tests.fixtures.browser import chromium_missing_reason, launch_chromium
-from tests.stack.conftest import eventually, jaeger_json, jaeger_spans, jaeger_trace, jaeger_warnings
+from tests.stack.conftest import JAEGER_WARNINGS, eventually, jaeger_json, jaeger_spans, jaeger_trace
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack, pytest.mark.browser]
 RECEIPT_ACTION = "Send refund receipt"
+SKEW_NOT_APPLIED = re.compile(r"^clock skew adjustment disabled; not applying calculated delta of -?[0-9.hmsµun]+$")
+"""The one warning Jaeger may put on a stitched trace: on an attempt shorter than its send span, which it starts
+after (docs/processor.md); informational, Jaeger changes no timestamp."""
 STACK_START_TIMEOUT_S = 120
 
 
@@ -71,12 +75,13 @@ def stack_demo(stack_tools: StackTools, tmp_path_factory: pytest.TempPathFactory
         url = read_until(lines, r"jobtrail demo: (http://\S+)", STACK_START_TIMEOUT_S)[1]
         trace_file = Path(read_until(lines, r"\s+stitched traces: (\S+)", START_TIMEOUT_S)[1])
         jaeger_url = read_until(lines, r"\s+a trail: .* --jaeger (http://\S+)", START_TIMEOUT_S)[1]
+        # The page stays open while the tests read: its last spans leave in the kit's next batch.
         with launch_chromium() as browser:
             page = browser.new_page()
             demo_page = DemoPage(page, url)
             config = page.evaluate("document.getElementById('demo-config').textContent")
             outcome = demo_page.run("receipt")
-        yield StackDemo(url, jaeger_url, trace_file, config, outcome.request_id, outcome.job_id, outcome.state)
+            yield StackDemo(url, jaeger_url, trace_file, config, outcome.request_id, outcome.job_id, outcome.state)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -87,19 +92,38 @@ def stack_demo(stack_tools: StackTools, tmp_path_factory: pytest.TempPathFactory
                 process.wait()
 
 
-def complete_in_jaeger(demo: StackDemo) -> list[TrailSpan] | None:
+def whole(spans: list[TrailSpan]) -> bool:
+    """The page reported its result, every job ended, and every span's parent is there (the last poll's fetch
+    span leaves the page after the action span, in the kit's next batch)."""
+    ids = {span.span_id for span in spans}
+    return trail_is_complete(spans) and all(not span.parent_span_id or span.parent_span_id in ids for span in spans)
+
+
+def complete_in_file(demo: StackDemo) -> list[TrailSpan] | None:
     try:
-        spans = JaegerSource(demo.jaeger_url, DEFAULT_SERVICES).find(Lookup.parse(demo.request_id)).spans
+        spans = FileSource(str(demo.trace_file)).find(Lookup.parse(demo.request_id)).spans
     except (TrailNotFound, SourceError):
         return None
-    return spans if trail_is_complete(spans) else None
+    return spans if whole(spans) else None
 
 
 @pytest.fixture(scope="module")
 def in_jaeger(stack_demo: StackDemo) -> list[TrailSpan]:
-    """The action's trail once Jaeger holds all of it and the processor's file is complete too."""
-    wait_for_trail(stack_demo.trace_file, stack_demo.request_id)
-    return eventually(lambda: complete_in_jaeger(stack_demo), "the whole receipt trail in Jaeger")
+    """The action's trace once Jaeger holds every span the processor's file holds.
+
+    Polled raw (``raw_traces=true``): Jaeger 2.13's memory storage keeps whatever its adjusters add to a trace
+    it serves, so reading an incomplete trace would leave a "parent span ID=… is not in the trace" warning
+    behind for good (docs/processor.md).
+    """
+    in_file = eventually(lambda: complete_in_file(stack_demo), "the whole receipt trail in the processor's file")
+    [trace_id] = {span.trace_id for span in in_file}
+
+    def raw() -> list[TrailSpan] | None:
+        spans = jaeger_spans(jaeger_json(stack_demo.jaeger_url, f"/api/v3/traces/{trace_id}?raw_traces=true"))
+        return spans if len(spans) >= len(in_file) else None
+
+    eventually(raw, "every span of the file in Jaeger")
+    return jaeger_trace(stack_demo.jaeger_url, trace_id)
 
 
 def test_the_page_links_each_action_to_its_trace_in_jaegers_api(stack_demo: StackDemo) -> None:
@@ -129,7 +153,9 @@ def test_jaeger_holds_the_receipt_as_one_trace(stack_demo: StackDemo, in_jaeger:
     for attempt in attempts:
         original = attempt.attributes[ATTR_STITCHED_ORIGINAL_TRACE_ID]
         assert jaeger_json(stack_demo.jaeger_url, f"/api/v3/traces/{original}") is None, "no attempt left behind"
-    assert jaeger_warnings(spans) == {}, "Jaeger flags nothing in a stitched trace"
+    for span in spans:
+        for warning in span.attributes.get(JAEGER_WARNINGS, []):
+            assert span.kind == KIND_CONSUMER and SKEW_NOT_APPLIED.match(warning), (span.name, warning)
 
 
 def trail_lines(*args: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
