@@ -55,14 +55,16 @@ def both(stack_tools: StackTools, tmp_path_factory: pytest.TempPathFactory) -> I
     stand_in = JaegerQueryStub(requests, JAEGER_PINNED)
     threading.Thread(target=stand_in.serve_forever, daemon=True).start()
     try:
+        # One trace at a time, each stored before the next is sent: traces arriving in one batch are stored in
+        # no fixed order, and "the newest N traces" must mean the same thing in both.
         with grpc.insecure_channel(jaeger.otlp_endpoint) as channel:
             for request in requests:
                 TraceServiceStub(channel).Export(request, timeout=10)
-        trace_ids = {format(span.context.trace_id, "032x") for span in exporter.get_finished_spans()}
-        eventually(
-            lambda: all(jaeger_json(jaeger.url, f"/api/v3/traces/{t}?raw_traces=true") for t in trace_ids),
-            "every trace stored in Jaeger",
-        )
+                trace_id = request.resource_spans[0].scope_spans[0].spans[0].trace_id.hex()
+                eventually(
+                    lambda trace_id=trace_id: jaeger_json(jaeger.url, f"/api/v3/traces/{trace_id}?raw_traces=true"),
+                    f"trace {trace_id} stored in Jaeger",
+                )
         yield jaeger.url, stand_in.url, emitted
     finally:
         stand_in.shutdown()
