@@ -11,6 +11,8 @@ import pytest
 import yaml
 from jobtrail.demo.stack import COLLECTOR_CONFIG, JAEGER_CONFIG, LOADBALANCING_CONFIG, StackTools
 
+from tests.stack.stackfiles import REPO
+
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
 ADDRESS_VARIABLES = re.compile(r"^(OTELCOL_|JAEGER_|JOBTRAIL_PROCESSOR_)")
 
@@ -78,3 +80,12 @@ def test_the_commented_dns_load_balancer_is_a_working_exporter(stack_tools: Stac
     config.write_text(yaml.safe_dump(document))
     result = validate(stack_tools.otelcol, config)
     assert result.returncode == 0, result.stderr
+
+
+def test_stack_tools_prints_exactly_the_two_binaries(stack_tools: StackTools) -> None:
+    """``./dev stack-tools`` (warm here: the session already has the binaries) prints two lines and nothing else."""
+    result = subprocess.run(
+        [str(REPO / "dev"), "stack-tools"], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"otelcol={stack_tools.otelcol}", f"jaeger={stack_tools.jaeger}"]
