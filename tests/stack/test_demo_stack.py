@@ -14,12 +14,13 @@ import signal
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from jobtrail.conventions import ATTR_MESSAGING_MESSAGE_ID, ATTR_REQUEST_ID, ATTR_STITCHED_ORIGINAL_TRACE_ID
-from jobtrail.demo.scripted import DemoPage, trail_is_complete
+from jobtrail.demo.scripted import ActionOutcome, DemoPage, trail_is_complete
 from jobtrail.demo.stack import ENV_JAEGER_BIN, ENV_OTELCOL_BIN, StackTools
 from jobtrail.trail import FileSource, Lookup, SourceError, TrailNotFound, TrailSpan
 from jobtrail.trail.cli import DEFAULT_SERVICES
@@ -37,6 +38,7 @@ SKEW_NOT_APPLIED = re.compile(r"^clock skew adjustment disabled; not applying ca
 """The one warning Jaeger may put on a stitched trace: on an attempt shorter than its send span, which it starts
 after (docs/processor.md); informational, Jaeger changes no timestamp."""
 STACK_START_TIMEOUT_S = 120
+BROWSER_TIMEOUT_S = 180
 
 
 @dataclass
@@ -57,6 +59,37 @@ def read_until(lines: queue.Queue[str], pattern: str, timeout: float) -> re.Matc
             return match
 
 
+@contextmanager
+def receipt_clicked(url: str) -> Iterator[tuple[str, ActionOutcome]]:
+    """Chromium clicks "Send refund receipt"; (the page's config, what the page showed). The page stays open until
+    exit: its last spans leave in the kit's next batch. Playwright runs in a thread of its own, as its sync API
+    refuses a thread where another session's browser (tests/browser's) is still open."""
+    result: queue.Queue[tuple[str, ActionOutcome] | BaseException] = queue.Queue()
+    done = threading.Event()
+
+    def drive() -> None:
+        try:
+            with launch_chromium() as browser:
+                page = browser.new_page()
+                demo_page = DemoPage(page, url)
+                config = page.evaluate("document.getElementById('demo-config').textContent")
+                result.put((config, demo_page.run("receipt")))
+                done.wait()
+        except BaseException as error:  # handed over to the test's thread
+            result.put(error)
+
+    thread = threading.Thread(target=drive, name="chromium", daemon=True)
+    thread.start()
+    first = result.get(timeout=BROWSER_TIMEOUT_S)
+    if isinstance(first, BaseException):
+        raise first
+    try:
+        yield first
+    finally:
+        done.set()
+        thread.join(BROWSER_TIMEOUT_S)
+
+
 @pytest.fixture(scope="module")
 def stack_demo(stack_tools: StackTools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackDemo]:
     """The demo with ``--stack`` in its own process; Chromium clicks "Send refund receipt" once (fails twice)."""
@@ -75,12 +108,7 @@ def stack_demo(stack_tools: StackTools, tmp_path_factory: pytest.TempPathFactory
         url = read_until(lines, r"jobtrail demo: (http://\S+)", STACK_START_TIMEOUT_S)[1]
         trace_file = Path(read_until(lines, r"\s+stitched traces: (\S+)", START_TIMEOUT_S)[1])
         jaeger_url = read_until(lines, r"\s+a trail: .* --jaeger (http://\S+)", START_TIMEOUT_S)[1]
-        # The page stays open while the tests read: its last spans leave in the kit's next batch.
-        with launch_chromium() as browser:
-            page = browser.new_page()
-            demo_page = DemoPage(page, url)
-            config = page.evaluate("document.getElementById('demo-config').textContent")
-            outcome = demo_page.run("receipt")
+        with receipt_clicked(url) as (config, outcome):
             yield StackDemo(url, jaeger_url, trace_file, config, outcome.request_id, outcome.job_id, outcome.state)
     finally:
         if process.poll() is None:
