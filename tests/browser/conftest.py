@@ -1,4 +1,4 @@
-"""Browser fixtures: one headless Chromium per session, a fresh page per test."""
+"""Browser fixtures: a fresh page per test, on the session's Chromium (``tests/fixtures/browser.py``)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.fixtures.browser import chromium_missing_reason, launch_chromium
-from tests.flask.conftest import app, queue, receiver, run_jobs  # noqa: F401 - shared fixtures
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[Browser]:
-    reason = chromium_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with launch_chromium() as browser:
-        yield browser
+from tests.flask.conftest import app, queue, run_jobs  # noqa: F401 - shared fixtures
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 @pytest.fixture
-def kit_page(page, queue, receiver):
-    _recorder, receiver_url = receiver
+def kit_page(page, queue, http_receiver):
+    receiver_url = http_receiver.url
     with serving(create_app(queue, forward_to=f"{receiver_url}/v1/traces")) as base_url:
         page.goto(base_url)
         yield page

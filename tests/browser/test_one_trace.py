@@ -41,9 +41,9 @@ ACTION = "Send refund receipt"
 
 
 @pytest.fixture
-def site(queue, receiver):
+def site(queue, http_receiver):
     """The sample app served for real, its span intake forwarding to the test's OTLP receiver."""
-    recorder, receiver_url = receiver
+    recorder, receiver_url = http_receiver.recorder, http_receiver.url
     with serving(create_app(queue, forward_to=f"{receiver_url}/v1/traces")) as base_url:
         yield base_url, recorder
 

@@ -84,7 +84,7 @@ class ScriptedRun:
 
 
 _HEADER = re.compile(r'^== (?P<title>.+?): (?P<state>\w+): "(?P<message>.*)"$')
-_COMMAND = re.compile(r"^\$ jobtrail trail (?P<request_id>req_[0-9a-f]{16}) --file ")
+_COMMAND = re.compile(r"^\$ \S*jobtrail trail (?P<request_id>req_[0-9a-f]{16}) --file ")
 
 
 def parse_scripted(stdout: str) -> dict[str, PrintedAction]:

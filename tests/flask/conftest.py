@@ -8,7 +8,6 @@ import redis
 from flask.testing import FlaskClient
 from rq import Queue, SimpleWorker
 
-from tests.flask.receiver import RecordingReceiver, start_receiver
 from tests.flask.sample_app import create_app
 
 QUEUE_NAME = "receipts"
@@ -37,15 +36,3 @@ def run_jobs(queue: Queue):
         SimpleWorker([queue], connection=queue.connection).work(burst=True)
 
     return run
-
-
-@pytest.fixture
-def receiver():
-    """A real OTLP/HTTP receiver; yields (recorder, base URL)."""
-    recorder = RecordingReceiver()
-    server, url = start_receiver(recorder)
-    try:
-        yield recorder, url
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -28,8 +28,8 @@ def post(client, body=OTLP_BODY, content_type="application/json", **headers):
     return client.post("/v1/traces", data=body, content_type=content_type, base_url=SITE, headers=headers)
 
 
-def test_forwards_the_body_and_only_a_content_type(receiver):
-    recorder, url = receiver
+def test_forwards_the_body_and_only_a_content_type(http_receiver):
+    recorder, url = http_receiver.recorder, http_receiver.url
     client = intake_client(url)
 
     response = post(
@@ -50,24 +50,25 @@ def test_forwards_the_body_and_only_a_content_type(receiver):
     assert "secret" not in json.dumps(delivery.headers)
 
 
-def test_same_origin_without_origin_header_is_accepted(receiver):
-    recorder, url = receiver
+def test_same_origin_without_origin_header_is_accepted(http_receiver):
+    recorder, url = http_receiver.recorder, http_receiver.url
     assert post(intake_client(url + "/v1/traces")).status_code == 200
     assert len(recorder.deliveries) == 1
 
 
-def test_relays_the_collector_status_and_body(receiver):
-    recorder, url = receiver
-    recorder.status, recorder.answer = 400, b'{"partialSuccess":{"rejectedSpans":"1"}}'
+def test_relays_the_collector_status_and_body(http_receiver):
+    url = http_receiver.url
+    answer = b'{"partialSuccess":{"rejectedSpans":"1"}}'
+    http_receiver.script = [(400, {}, answer)]
 
     response = post(intake_client(url))
 
     assert response.status_code == 400
-    assert response.get_data() == recorder.answer
+    assert response.get_data() == answer
 
 
-def test_foreign_origin_is_refused_and_nothing_forwarded(receiver):
-    recorder, url = receiver
+def test_foreign_origin_is_refused_and_nothing_forwarded(http_receiver):
+    recorder, url = http_receiver.recorder, http_receiver.url
 
     response = post(intake_client(url), Origin="http://evil.example")
 
@@ -76,8 +77,8 @@ def test_foreign_origin_is_refused_and_nothing_forwarded(receiver):
     assert recorder.deliveries == []
 
 
-def test_allowed_origin_gets_cors_headers(receiver):
-    recorder, url = receiver
+def test_allowed_origin_gets_cors_headers(http_receiver):
+    recorder, url = http_receiver.recorder, http_receiver.url
     client = intake_client(url, allowed_origins=["http://app.example"])
 
     preflight = client.options(
@@ -94,8 +95,8 @@ def test_allowed_origin_gets_cors_headers(receiver):
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-protobuf", "multipart/form-data; boundary=x"])
-def test_wrong_content_type_is_415(receiver, content_type):
-    recorder, url = receiver
+def test_wrong_content_type_is_415(http_receiver, content_type):
+    recorder, url = http_receiver.recorder, http_receiver.url
 
     response = post(intake_client(url), content_type=content_type)
 
@@ -104,13 +105,13 @@ def test_wrong_content_type_is_415(receiver, content_type):
     assert recorder.deliveries == []
 
 
-def test_json_with_charset_is_accepted(receiver):
-    _recorder, url = receiver
+def test_json_with_charset_is_accepted(http_receiver):
+    url = http_receiver.url
     assert post(intake_client(url), content_type="application/json; charset=utf-8").status_code == 200
 
 
-def test_oversized_body_is_413(receiver):
-    recorder, url = receiver
+def test_oversized_body_is_413(http_receiver):
+    recorder, url = http_receiver.recorder, http_receiver.url
     client = intake_client(url, max_bytes=1024)
     big = json.dumps({"resourceSpans": [], "pad": "x" * 2000}).encode()
 
@@ -121,8 +122,8 @@ def test_oversized_body_is_413(receiver):
     assert recorder.deliveries == []
 
 
-def test_oversized_chunked_body_is_413(receiver):
-    recorder, url = receiver
+def test_oversized_chunked_body_is_413(http_receiver):
+    recorder, url = http_receiver.recorder, http_receiver.url
     app = flask.Flask(__name__)
     app.register_blueprint(span_intake_blueprint(url, max_bytes=1024))
     chunks = [b'{"pad": "', b"x" * 2000, b'"}']
@@ -142,8 +143,8 @@ def test_oversized_chunked_body_is_413(receiver):
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b"", b'"string"'])
-def test_body_that_is_not_an_otlp_object_is_400(receiver, body):
-    recorder, url = receiver
+def test_body_that_is_not_an_otlp_object_is_400(http_receiver, body):
+    recorder, url = http_receiver.recorder, http_receiver.url
 
     response = post(intake_client(url), body=body)
 
@@ -169,8 +170,8 @@ def test_forward_to_must_be_an_http_url(forward_to):
         span_intake_blueprint(forward_to)
 
 
-def test_forwards_to_the_otlp_endpoint_the_environment_configures(receiver, monkeypatch):
-    recorder, url = receiver
+def test_forwards_to_the_otlp_endpoint_the_environment_configures(http_receiver, monkeypatch):
+    recorder, url = http_receiver.recorder, http_receiver.url
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL", raising=False)
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", raising=False)
@@ -180,8 +181,8 @@ def test_forwards_to_the_otlp_endpoint_the_environment_configures(receiver, monk
     assert [delivery.path for delivery in recorder.deliveries] == ["/v1/traces"]
 
 
-def test_the_traces_endpoint_variable_is_used_as_given(receiver, monkeypatch):
-    recorder, url = receiver
+def test_the_traces_endpoint_variable_is_used_as_given(http_receiver, monkeypatch):
+    recorder, url = http_receiver.recorder, http_receiver.url
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9/elsewhere")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url + "/collector/traces")
 

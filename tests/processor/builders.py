@@ -15,6 +15,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tests.fixtures.otlp_receiver import attributes_of as attributes_of  # re-exported: one helper for the suite
+
 
 def new_trace_id() -> bytes:
     return os.urandom(16)
@@ -81,11 +83,3 @@ def request(*spans: Span, service: str = "worker", scope: str = "tests") -> Expo
 
 def spans_of(built: ExportTraceServiceRequest) -> list[Span]:
     return [s for rs in built.resource_spans for ss in rs.scope_spans for s in ss.spans]
-
-
-def attributes_of(target: Span | Span.Link) -> dict[str, object]:
-    values: dict[str, object] = {}
-    for attribute in target.attributes:
-        field = attribute.value.WhichOneof("value")
-        values[attribute.key] = getattr(attribute.value, field) if field else None
-    return values

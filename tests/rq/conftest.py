@@ -41,13 +41,6 @@ def queue(redis_conn: redis.Redis) -> Queue:
     return Queue(f"q-{uuid.uuid4().hex[:8]}", connection=redis_conn)
 
 
-@pytest.fixture
-def grpc_receiver() -> Iterator[GrpcTraceReceiver]:
-    receiver = GrpcTraceReceiver().start()
-    yield receiver
-    receiver.stop()
-
-
 def closed_port() -> int:
     """A loopback port nothing listens on (bound and released: connections are refused at once)."""
     with socket.socket() as probe:

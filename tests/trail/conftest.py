@@ -20,6 +20,8 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from tests.trail.scenario import Emitted, emit_action
+
 
 @dataclass
 class ProcessorFile:
@@ -50,6 +52,13 @@ def processor_file(tmp_path: Path) -> Iterator[ProcessorFile]:
     finally:
         running.processor.shutdown()
         pipeline.stop()
+
+
+@pytest.fixture
+def stitched_file(processor_file: ProcessorFile) -> tuple[Path, Emitted]:
+    """The processor's file after one action (two failed attempts, then success), and what was emitted."""
+    emitted = emit_action(processor_file.processor, failures=2)
+    return processor_file.finish(), emitted
 
 
 JAEGER_PINNED = "2.13.0"

@@ -7,6 +7,7 @@ tests/demo checks the same shapes come out of the real browser kit, Flask layer 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from jobtrail import conventions as c
 from opentelemetry import context as otel_context
@@ -56,10 +57,16 @@ def emit_action(
     reach_api: bool = True,
     enqueue: bool = True,
     partial: bool = False,
+    emit_attempts: int | None = None,
+    running: bool = False,
+    requeue: bool = False,
 ) -> Emitted:
     """Click -> fetch -> Flask -> send -> attempts (``failures`` SMTP login errors, then success or dead letter).
 
     ``partial``: the successful attempt has a second step that fails (a job that reports a partial result).
+    ``emit_attempts``: only the first N attempts happened so far (a retry still pending after the last one).
+    ``running``: the last of those is still running: only its pickup marker and finished steps are exported.
+    ``requeue``: after the dead letter an operator requeued the job; the next attempt succeeded.
     """
     tracers = providers(processor)
     web, api, worker = tracers[WEB_SERVICE], tracers[API_SERVICE], tracers[WORKER_SERVICE]
@@ -116,7 +123,8 @@ def emit_action(
         fetch.set_status(Status(StatusCode.ERROR, "Failed to fetch"))
     fetch.end(T0_NS + SECOND + SECOND // 2)
     if send is not None and not queue_error:
-        _emit_attempts(worker, send, emitted, failures, dead_letter, partial)
+        plan = _plan(failures, dead_letter, emit_attempts, requeue)
+        _emit_attempts(worker, send.get_span_context(), emitted, plan, partial=partial, running=running)
         for poll in range(3):
             poll_span = web.start_span(
                 "HTTP GET",
@@ -138,74 +146,205 @@ def emit_action(
     return emitted
 
 
-def _emit_attempts(
-    worker: trace.Tracer, send: trace.Span, emitted: Emitted, failures: int, dead_letter: bool, partial: bool
-) -> None:
+FIRST_ERROR = ("smtplib.SMTPAuthenticationError", "(535, b'5.7.8 Username and Password not accepted')")
+"""error.type as the RQ instrumentation records it, and the message."""
+STEP_ERROR = f"SMTPAuthenticationError: {FIRST_ERROR[1]}"
+"""A job's own step carries the SDK's "Type: message" status."""
+REQUEUED_AT_S = 50
+"""The operator requeues the dead-lettered job 50 s after the click (10:14:53)..."""
+REQUEUE_AT_S = 60
+"""... and a worker picks it up 10 s later."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    outcome: str
+    start_ns: int
+    requeued: bool = False
+
+
+def _plan(failures: int, dead_letter: bool, emit_attempts: int | None, requeue: bool) -> list[Attempt]:
     attempts = failures + (0 if dead_letter else 1)
-    previous = None
-    # error.type as the RQ instrumentation records it; a job's own step carries the SDK's "Type: message" status.
-    first_error = ("smtplib.SMTPAuthenticationError", "(535, b'5.7.8 Username and Password not accepted')")
-    step_error = f"SMTPAuthenticationError: {first_error[1]}"
+    plan = []
     for number in range(1, attempts + 1):
-        start = T0_NS + (2 + 3 * (number - 1)) * SECOND
-        links = [Link(send.get_span_context(), {c.ATTR_LINK_TYPE: c.LINK_TYPE_ENQUEUED_BY})]
-        if previous is not None:
-            links.append(Link(previous.get_span_context(), {c.ATTR_LINK_TYPE: c.LINK_TYPE_RETRY_OF}))
-        failed = number <= failures
-        last = number == attempts
         outcome = c.OUTCOME_SUCCEEDED
-        if failed:
-            outcome = c.OUTCOME_FAILED if last else c.OUTCOME_RETRY_SCHEDULED
-        attempt = worker.start_span(
-            c.process_span_name("emails"),
-            context=otel_context.Context(),
-            kind=SpanKind.CONSUMER,
-            links=links,
-            attributes={
-                c.ATTR_REQUEST_ID: emitted.request_id,
-                c.ATTR_MESSAGING_SYSTEM: c.MESSAGING_SYSTEM_RQ,
-                c.ATTR_MESSAGING_OPERATION_TYPE: c.OPERATION_PROCESS,
-                c.ATTR_MESSAGING_DESTINATION_NAME: "emails",
-                c.ATTR_MESSAGING_MESSAGE_ID: emitted.job_id,
-                c.ATTR_JOB_FUNC_NAME: "jobtrail.demo.jobs.send_refund_receipt",
-                c.ATTR_JOB_ATTEMPT: number,
-                c.ATTR_JOB_RETRIES_LEFT: max(failures - number, 0),
-                c.ATTR_JOB_QUEUE_WAIT_MS: 2100 if number == 1 else 150,
-                c.ATTR_WORKER_NAME: "worker-1",
-                c.ATTR_JOB_OUTCOME: outcome,
+        if number <= failures:
+            outcome = c.OUTCOME_FAILED if number == attempts else c.OUTCOME_RETRY_SCHEDULED
+        plan.append(Attempt(number, outcome, T0_NS + (2 + 3 * (number - 1)) * SECOND))
+    if requeue:
+        plan.append(Attempt(attempts + 1, c.OUTCOME_SUCCEEDED, T0_NS + REQUEUE_AT_S * SECOND, requeued=True))
+    return plan[:emit_attempts] if emit_attempts is not None else plan
+
+
+def _emit_attempts(
+    worker: trace.Tracer,
+    created: trace.SpanContext,
+    emitted: Emitted,
+    plan: list[Attempt],
+    *,
+    partial: bool = False,
+    running: bool = False,
+) -> None:
+    previous = None
+    for planned in plan:
+        still_running = running and planned is plan[-1]
+        previous = _emit_attempt(worker, created, emitted, planned, previous, partial=partial, running=still_running)
+
+
+def _emit_attempt(
+    worker: trace.Tracer,
+    created: trace.SpanContext,
+    emitted: Emitted,
+    planned: Attempt,
+    previous: trace.Span | None,
+    *,
+    partial: bool = False,
+    running: bool = False,
+) -> trace.Span:
+    """One attempt as the RQ instrumentation shapes it: a new root linked to its creation, its pickup marker,
+    its step; not ended when ``running`` (then only the marker and the finished step are exported)."""
+    start = planned.start_ns
+    links = [Link(created, {c.ATTR_LINK_TYPE: c.LINK_TYPE_ENQUEUED_BY})]
+    if previous is not None:
+        links.append(Link(previous.get_span_context(), {c.ATTR_LINK_TYPE: c.LINK_TYPE_RETRY_OF}))
+    failed = planned.outcome != c.OUTCOME_SUCCEEDED
+    common = {
+        c.ATTR_REQUEST_ID: emitted.request_id,
+        c.ATTR_MESSAGING_SYSTEM: c.MESSAGING_SYSTEM_RQ,
+        c.ATTR_MESSAGING_DESTINATION_NAME: "emails",
+        c.ATTR_MESSAGING_MESSAGE_ID: emitted.job_id,
+        c.ATTR_JOB_ATTEMPT: planned.number,
+    }
+    attributes = {
+        **common,
+        c.ATTR_MESSAGING_OPERATION_TYPE: c.OPERATION_PROCESS,
+        c.ATTR_JOB_FUNC_NAME: "jobtrail.demo.jobs.send_refund_receipt",
+        c.ATTR_JOB_QUEUE_WAIT_MS: 2100 if planned.number == 1 else 1500 if planned.requeued else 150,
+        c.ATTR_WORKER_NAME: "worker-1",
+    }
+    if planned.requeued:
+        attributes[c.ATTR_JOB_REQUEUED] = True
+        attributes[c.ATTR_JOB_REQUEUED_AT] = _iso(T0_NS + REQUEUED_AT_S * SECOND)
+    attempt = worker.start_span(
+        c.process_span_name("emails"),
+        context=otel_context.Context(),
+        kind=SpanKind.CONSUMER,
+        links=links,
+        attributes=attributes,
+        start_time=start,
+    )
+    emitted.attempt_trace_ids.append(format(attempt.get_span_context().trace_id, "032x"))
+    in_attempt = trace.set_span_in_context(attempt)
+    marker = worker.start_span(
+        c.pickup_span_name("emails"), context=in_attempt, links=links[:1], attributes=common, start_time=start
+    )
+    marker.end(start)
+    step = worker.start_span("send email", context=in_attempt, start_time=start + SECOND // 10)
+    if failed:
+        step.set_status(Status(StatusCode.ERROR, STEP_ERROR))
+    step.end(start + SECOND // 2)
+    if running:
+        return attempt
+    attempt.set_attribute(c.ATTR_JOB_OUTCOME, planned.outcome)
+    if failed:
+        attempt.set_attribute(c.ATTR_ERROR_TYPE, FIRST_ERROR[0])
+        attempt.set_status(Status(StatusCode.ERROR, FIRST_ERROR[1]))
+    if planned.outcome == c.OUTCOME_RETRY_SCHEDULED:
+        attempt.add_event(
+            c.EVENT_RETRY_SCHEDULED,
+            {
+                c.ATTR_RETRY_DELAY_S: 2 * planned.number,
+                c.ATTR_RETRY_NEXT_RUN_AT: _iso(T0_NS + (2 + 3 * planned.number) * SECOND),
             },
-            start_time=start,
+            timestamp=start + SECOND // 2,
         )
-        emitted.attempt_trace_ids.append(format(attempt.get_span_context().trace_id, "032x"))
-        step = worker.start_span(
-            "send email", context=trace.set_span_in_context(attempt), start_time=start + SECOND // 10
+    elif planned.outcome == c.OUTCOME_FAILED:
+        attempt.add_event(
+            c.EVENT_JOB_FAILED,
+            {c.ATTR_FIRST_ERROR_TYPE: FIRST_ERROR[0], c.ATTR_FIRST_ERROR_MESSAGE: FIRST_ERROR[1]},
+            timestamp=start + SECOND // 2,
         )
-        if failed:
-            step.set_status(Status(StatusCode.ERROR, step_error))
-            attempt.set_attribute(c.ATTR_ERROR_TYPE, first_error[0])
-            attempt.set_status(Status(StatusCode.ERROR, first_error[1]))
-            if not last:
-                attempt.add_event(
-                    c.EVENT_RETRY_SCHEDULED,
-                    {
-                        c.ATTR_RETRY_DELAY_S: 2 * number,
-                        c.ATTR_RETRY_NEXT_RUN_AT: "2026-11-22T10:14:08+00:00",
-                        c.ATTR_JOB_RETRIES_LEFT: failures - number,
-                    },
-                    timestamp=start + SECOND // 2,
-                )
-            else:
-                attempt.add_event(
-                    c.EVENT_JOB_FAILED,
-                    {c.ATTR_FIRST_ERROR_TYPE: first_error[0], c.ATTR_FIRST_ERROR_MESSAGE: first_error[1]},
-                    timestamp=start + SECOND // 2,
-                )
-        step.end(start + SECOND // 2)
-        if partial and not failed:
-            extra = worker.start_span(
-                "attach invoice", context=trace.set_span_in_context(attempt), start_time=start + SECOND // 2
+    if partial and not failed:
+        extra = worker.start_span("attach invoice", context=in_attempt, start_time=start + SECOND // 2)
+        extra.set_status(Status(StatusCode.ERROR, "ValueError: invoice RF-1042 has no amount"))
+        extra.end(start + SECOND // 2 + SECOND // 20)
+    attempt.end(start + SECOND // 2 + SECOND // 10)
+    return attempt
+
+
+def emit_batch(
+    processor: SpanProcessor, *, semconv: bool, links: bool = True, request_id: str = "req_00000000000000ba"
+) -> list[Emitted]:
+    """One request that enqueues two jobs with ``Queue.enqueue_many``; both succeed on their first attempt.
+
+    ``semconv``: the messaging semconv batch shape (one ``create`` span per job with its id, the batch's
+    ``send`` span, kind CLIENT, linking to them; attempts link to their ``create`` span). Otherwise the older
+    shape: one ``send`` span without a message id, which every attempt links to. ``links``: whether the
+    semconv ``send`` span keeps its links to the ``create`` spans (a backend may drop them).
+    """
+    tracers = providers(processor)
+    api, worker = tracers[API_SERVICE], tracers[WORKER_SERVICE]
+    rid = {c.ATTR_REQUEST_ID: request_id}
+    jobs = [Emitted(request_id, f"batch-job-{n}") for n in (1, 2)]
+    messaging = {
+        **rid,
+        c.ATTR_MESSAGING_SYSTEM: c.MESSAGING_SYSTEM_RQ,
+        c.ATTR_MESSAGING_DESTINATION_NAME: "emails",
+    }
+    server = api.start_span(
+        "POST /api/receipts/batch",
+        context=otel_context.Context(),
+        kind=SpanKind.SERVER,
+        attributes={**rid, HTTP_METHOD: "POST", HTTP_ROUTE: "/api/receipts/batch", HTTP_STATUS_CODE: 202},
+        start_time=T0_NS,
+    )
+    in_server = trace.set_span_in_context(server)
+    creations: list[trace.SpanContext] = []
+    batch_attributes = {
+        **messaging,
+        c.ATTR_MESSAGING_OPERATION_TYPE: c.OPERATION_SEND,
+        c.ATTR_MESSAGING_BATCH_MESSAGE_COUNT: len(jobs),
+    }
+    if semconv:
+        for job in jobs:
+            create = api.start_span(
+                f"{c.OPERATION_CREATE} emails",
+                context=in_server,
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    **messaging,
+                    c.ATTR_MESSAGING_OPERATION_TYPE: c.OPERATION_CREATE,
+                    c.ATTR_MESSAGING_MESSAGE_ID: job.job_id,
+                },
+                start_time=T0_NS + SECOND // 10,
             )
-            extra.set_status(Status(StatusCode.ERROR, "ValueError: invoice RF-1042 has no amount"))
-            extra.end(start + SECOND // 2 + SECOND // 20)
-        attempt.end(start + SECOND // 2 + SECOND // 10)
-        previous = attempt
+            create.end(T0_NS + SECOND // 10)
+            creations.append(create.get_span_context())
+        batch = api.start_span(
+            c.send_span_name("emails"),
+            context=in_server,
+            kind=SpanKind.CLIENT,
+            links=[Link(context) for context in creations] if links else None,
+            attributes=batch_attributes,
+            start_time=T0_NS + SECOND // 5,
+        )
+    else:
+        batch = api.start_span(
+            c.send_span_name("emails"),
+            context=in_server,
+            kind=SpanKind.PRODUCER,
+            attributes=batch_attributes,
+            start_time=T0_NS + SECOND // 5,
+        )
+        creations = [batch.get_span_context()] * len(jobs)
+    batch.end(T0_NS + SECOND // 4)
+    server.end(T0_NS + SECOND // 2)
+    for job, created in zip(jobs, creations, strict=True):
+        job.request_trace_id = format(server.get_span_context().trace_id, "032x")
+        _emit_attempt(worker, created, job, Attempt(1, c.OUTCOME_SUCCEEDED, T0_NS + 2 * SECOND), None)
+    return jobs
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat()

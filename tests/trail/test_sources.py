@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from jobtrail.conventions import (
+    ATTR_MESSAGING_MESSAGE_ID,
     ATTR_REQUEST_ID,
     ATTR_STITCHED_ORIGINAL_TRACE_ID,
     ATTR_STITCHED_PARENT_FROM_LINK,
@@ -32,12 +34,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.trail.conftest import JAEGER_ATTRIBUTE_SEARCH, JAEGER_PINNED, read_requests
 from tests.trail.scenario import T0_NS, emit_action
-
-
-@pytest.fixture
-def stitched_file(processor_file):
-    emitted = emit_action(processor_file.processor, failures=2)
-    return processor_file.finish(), emitted
 
 
 def test_file_source_finds_the_one_stitched_trace_by_every_identifier(stitched_file) -> None:
@@ -86,7 +82,7 @@ def test_rotated_and_damaged_files_are_read_with_a_warning(stitched_file, capsys
 def test_unknown_identifier_and_missing_file(stitched_file, tmp_path: Path, capsys) -> None:
     path, _ = stitched_file
     assert main(["trail", "req_ffffffffffffffff", "--file", str(path)]) == 1
-    assert "holds req_ffffffffffffffff" in capsys.readouterr().err
+    assert "holds request id req_ffffffffffffffff" in capsys.readouterr().err
     assert main(["trail", "req_ffffffffffffffff", "--file", str(tmp_path / "absent.jsonl")]) == 2
     assert "no trace file at" in capsys.readouterr().err
     with pytest.raises(TrailNotFound):
@@ -187,7 +183,7 @@ def test_jaeger_source_finds_a_stitched_attempt_by_its_original_trace_id(stitche
     direct = source.find(Lookup.parse(emitted.request_trace_id)).spans
     via_original = source.find(Lookup.parse(emitted.attempt_trace_ids[0])).spans
     assert {span.span_id for span in via_original} == {span.span_id for span in direct}
-    assert len(direct) == 13
+    assert len(direct) == 16  # action, fetch, server, send, 3 polls; per attempt: attempt, pickup marker, step
 
 
 @pytest.mark.parametrize("version", [JAEGER_PINNED, JAEGER_ATTRIBUTE_SEARCH])
@@ -248,3 +244,14 @@ def test_a_failing_jaeger_is_named_and_the_file_answers_instead(
     assert main(["trail", "req_ffffffffffffffff", "--jaeger", url, "--file", str(path)]) == 2
     err = capsys.readouterr().err
     assert failure in err and "holds req_ffffffffffffffff" in err, "a broken Jaeger is never told as 'not found'"
+
+
+def test_jaeger_source_finds_a_32_hex_job_id_through_the_job_id_search(processor_file, jaeger_stub_factory) -> None:
+    job_id = uuid.uuid4().hex
+    emitted = emit_action(processor_file.processor, job_id=job_id, failures=0)
+    jaeger = jaeger_stub_factory(read_requests(processor_file.finish()))
+    spans = JaegerSource(jaeger.url, DEFAULT_SERVICES, now=SCENARIO_NOW).find(Lookup.parse(job_id.upper())).spans
+    assert {span.trace_id for span in spans} == {emitted.request_trace_id}
+    searched = [json.loads(query["query.attributes"][0]) for query in jaeger.seen_queries]
+    assert {ATTR_STITCHED_ORIGINAL_TRACE_ID: job_id} in searched, "tried as an attempt's original trace id"
+    assert {ATTR_MESSAGING_MESSAGE_ID: job_id} in searched, "and as a job id"

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
+import pytest
 from jobtrail.trail import build_timeline, spans_from_request
 from jobtrail.trail.timeline import (
     FINAL_DEAD_LETTERED,
     FINAL_PARTLY_DONE,
+    FINAL_RETRY_OVERDUE,
+    FINAL_RETRY_PENDING,
+    FINAL_RUNNING,
     FINAL_SUCCEEDED,
     STEP_API_REJECTED,
     STEP_JOB_NOT_FINISHED,
     STEP_JOB_PARTIAL,
     STEP_NEVER_QUEUED,
+    STEP_NOT_FINISHED_YET,
     STEP_NOTHING_BROKEN,
     STEP_UI_NEVER_SENT,
 )
@@ -18,13 +25,22 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.trail.scenario import emit_action
+from tests.trail.scenario import T0_NS, emit_action, emit_batch
 
 
-def timeline_of(**scenario):
+def spans_of(emit, **scenario):
     exporter = InMemorySpanExporter()
-    emit_action(SimpleSpanProcessor(exporter), **scenario)
-    return build_timeline(spans_from_request(encode_spans(exporter.get_finished_spans())))
+    emit(SimpleSpanProcessor(exporter), **scenario)
+    return spans_from_request(encode_spans(exporter.get_finished_spans()))
+
+
+def timeline_of(now=None, **scenario):
+    return build_timeline(spans_of(emit_action, **scenario), now=now)
+
+
+def at(seconds: float) -> datetime:
+    """A moment ``seconds`` after the scenario's click (10:14:03 UTC)."""
+    return datetime.fromtimestamp(T0_NS / 1e9 + seconds, timezone.utc)
 
 
 def test_retried_then_succeeded_tells_every_attempt_in_order() -> None:
@@ -36,7 +52,7 @@ def test_retried_then_succeeded_tells_every_attempt_in_order() -> None:
         'job job-84721 queued at 10:14:04 on queue "emails"',
         "attempt 1 picked up at 10:14:05 after 2.1 s in queue, failed: SMTPAuthenticationError; "
         "retry scheduled in 2 s (at 10:14:08)",
-        '  step "send email" failed: SMTPAuthenticationError: (535, b\'5.7.8 Username and Password not accepted\')',
+        "  step \"send email\" failed: SMTPAuthenticationError: (535, b'5.7.8 Username and Password not accepted')",
         "attempt 2 picked up at 10:14:08 after 0.1 s in queue, failed: SMTPAuthenticationError; retry scheduled in 4 s",
         "attempt 3 picked up at 10:14:11 after 0.1 s in queue, succeeded in 0.60 s",
         '  step "send email" done in 0.40 s',
@@ -120,3 +136,107 @@ def test_a_failed_step_in_the_last_attempt_is_a_partial_result() -> None:
     assert timeline.first_broken_step.text == (
         f'{STEP_JOB_PARTIAL}: step "attach invoice" failed: ValueError: invoice RF-1042 has no amount'
     )
+
+
+def test_a_running_attempt_is_told_from_its_pickup_marker() -> None:
+    timeline = timeline_of(failures=1, emit_attempts=2, running=True, now=at(6))
+    lines = timeline.lines()
+    assert "attempt 2 picked up at 10:14:08, still running" in lines
+    assert '  step "send email" done in 0.40 s' in lines, "the finished steps of the running attempt are told"
+    assert not any("pickup" in line for line in lines), "the marker is not a step of its own"
+    assert "job job-84721 still running: attempt 2 since 10:14:08" in lines
+    assert timeline.final_state == FINAL_RUNNING
+    assert timeline.first_broken_step.text == "not finished yet: attempt 2 picked up at 10:14:08, still running"
+
+
+def test_a_pending_retry_is_not_finished_yet_and_a_late_one_is_overdue() -> None:
+    pending = timeline_of(failures=2, emit_attempts=2, now=at(9))
+    assert pending.first_broken_step.text == f"{STEP_NOT_FINISHED_YET}: attempt 3 scheduled at 10:14:11"
+    assert pending.final_state == FINAL_RETRY_PENDING
+    assert "job job-84721 retry pending at 10:14:08 after 2 attempts; attempt 3 scheduled at 10:14:11" in (
+        pending.lines()
+    )
+    overdue = timeline_of(failures=2, emit_attempts=2, now=at(8 + 3600))
+    assert overdue.final_state == FINAL_RETRY_OVERDUE
+    assert overdue.first_broken_step.step == STEP_JOB_NOT_FINISHED
+    assert overdue.first_broken_step.detail.startswith(
+        "job job-84721: attempt 3 was due at 10:14:11 and is 60 min overdue"
+    )
+    (job,) = overdue.to_dict()["jobs"]
+    assert job == {
+        "job_id": "job-84721",
+        "queue": "emails",
+        "final_state": FINAL_RETRY_OVERDUE,
+        "attempts": 2,
+        "next_run_at": "2026-11-22T10:14:11+00:00",
+    }
+
+
+def test_without_a_clock_nothing_is_called_overdue() -> None:
+    timeline = timeline_of(failures=2, emit_attempts=2)
+    assert timeline.first_broken_step.step == STEP_NOT_FINISHED_YET
+
+
+def test_an_operator_requeue_is_told_and_attempt_numbers_go_on() -> None:
+    timeline = timeline_of(failures=2, dead_letter=True, requeue=True)
+    lines = timeline.lines()
+    requeued_at = "10:14:53"
+    assert f"job job-84721 requeued by an operator at {requeued_at}" in lines
+    told = [line for line in lines if line.startswith(("attempt ", "job job-84721 requeued"))]
+    assert [line.split(" picked up")[0] for line in told] == [
+        "attempt 1",
+        "attempt 2",
+        f"job job-84721 requeued by an operator at {requeued_at}",
+        "attempt 3",
+    ]
+    assert timeline.final_state == FINAL_SUCCEEDED
+    assert timeline.first_broken_step.detail.endswith("; requeued by an operator")
+    requeue = next(entry for entry in timeline.to_dict()["entries"] if entry["kind"] == "requeued")
+    assert (requeue["job_id"], requeue["attempt"]) == ("job-84721", 3)
+
+
+@pytest.mark.parametrize(
+    ("semconv", "links"),
+    [(False, False), (True, True), (True, False)],
+    ids=["one-send-span", "semconv-create-spans", "semconv-without-links"],
+)
+def test_enqueue_many_tells_each_job_and_no_false_verdict(semconv: bool, links: bool) -> None:
+    timeline = build_timeline(spans_of(emit_batch, semconv=semconv, links=links))
+    lines = timeline.lines()
+    assert "API accepted POST /api/receipts/batch at 10:14:03 (202)" in lines
+    assert '2 jobs queued together at 10:14:03 on queue "emails" (enqueue_many)' in lines
+    for job_id in ("batch-job-1", "batch-job-2"):
+        assert f"job {job_id} succeeded at 10:14:05 after 1 attempt" in lines
+    assert sorted(timeline.job_ids) == ["batch-job-1", "batch-job-2"]
+    assert timeline.final_state == FINAL_SUCCEEDED
+    assert timeline.first_broken_step.text == STEP_NOTHING_BROKEN
+    assert not any("never picked up" in line or "job  " in line for line in lines), lines
+    if semconv:
+        assert 'job batch-job-1 queued at 10:14:03 on queue "emails"' in lines
+
+
+def test_a_batch_job_with_no_attempt_is_named_only_as_far_as_the_spans_know() -> None:
+    spans = [
+        span
+        for span in spans_of(emit_batch, semconv=False)
+        if span.attributes.get("messaging.message.id") != "batch-job-2"
+    ]
+    timeline = build_timeline(spans)
+    assert timeline.first_broken_step.step == STEP_JOB_NOT_FINISHED
+    assert timeline.first_broken_step.detail == "1 job(s) of the batch queued at 10:14:03 were never picked up"
+
+
+def test_json_entries_carry_structured_fields() -> None:
+    entries = timeline_of(failures=1).to_dict()["entries"]
+    first, second = [entry for entry in entries if entry["kind"] == "attempt"]
+    assert first["job_id"] == "job-84721" and first["attempt"] == 1
+    assert first["outcome"] == "retry_scheduled" and first["error_type"] == "smtplib.SMTPAuthenticationError"
+    assert first["retry_delay_s"] == 2 and first["next_run_at"] == "2026-11-22T10:14:08+00:00"
+    assert first["queue_wait_s"] == 2.1 and first["service"] == "jobtrail-demo-worker"
+    assert len(first["trace_id"]) == 32 and len(first["span_id"]) == 16
+    assert second["outcome"] == "succeeded" and "error_type" not in second
+    step = next(entry for entry in entries if entry["kind"] == "step" and entry["attempt"] == 1)
+    assert step["name"] == "send email" and step["failed"] is True and step["depth"] == 1
+    assert step["error"].startswith("SMTPAuthenticationError: (535")
+    api = next(entry for entry in entries if entry["kind"] == "api")
+    assert (api["method"], api["route"], api["status"]) == ("POST", "/api/receipts", 202)

@@ -1,12 +1,14 @@
 """``jobtrail``: the one command for support and operators; each subcommand lives with its package.
 
 Subcommands are imported only when used, so ``jobtrail trail`` needs the ``processor`` extra (the OTLP codec)
-and nothing of RQ, and the instrumentation never imports the trail view.
+and nothing of RQ, and the instrumentation never imports the trail view. A reader that goes away
+(``jobtrail trail ... | head``) ends the command quietly with exit code 141, as SIGPIPE would.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -14,6 +16,8 @@ SUBCOMMANDS = {
     "trail": ("jobtrail.trail.cli", "print the plain-language timeline of one user action"),
 }
 """name -> (module with ``main(argv) -> int``, one-line help)."""
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a command whose reader closed the pipe."""
 
 
 def usage() -> str:
@@ -39,7 +43,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing = error.name or str(error)
         print(f"jobtrail {args[0]}: {missing} is missing; install jobtrail[processor]", file=sys.stderr)
         return 2
-    result: int = module.main(args)
+    try:
+        result: int = module.main(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Nothing more can be written; point stdout at devnull so the interpreter's final flush is quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return result
 
 

@@ -45,6 +45,12 @@ ATTR_UI_RESULT_MESSAGE = "jobtrail.ui.result.message"
 ATTR_UI_RESULT_STATE = "jobtrail.ui.result.state"
 ATTR_JOB_STATE = "jobtrail.job.state"
 ATTR_ERROR_REASON = "jobtrail.error.reason"
+# Refusal reasons of the span intake (the JSON body's ``error.reason`` and ``jobtrail.error.reason``).
+REASON_ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+REASON_UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+REASON_PAYLOAD_TOO_LARGE = "payload_too_large"
+REASON_INVALID_OTLP_JSON = "invalid_otlp_json"
+REASON_COLLECTOR_UNREACHABLE = "collector_unreachable"
 ATTR_LINK_TYPE = "jobtrail.link.type"
 LINK_TYPE_ENQUEUED_BY = "enqueued_by"
 LINK_TYPE_RETRY_OF = "retry_of"
@@ -67,6 +73,8 @@ ATTR_EXCEPTION_MESSAGE = "exception.message"
 ATTR_MESSAGING_BATCH_MESSAGE_COUNT = "messaging.batch.message_count"
 MESSAGING_SYSTEM_RQ = "rq"
 OPERATION_SEND = "send"
+OPERATION_CREATE = "create"
+"""One per job of an ``enqueue_many`` batch: each job's own creation context (messaging semconv batch send)."""
 OPERATION_PROCESS = "process"
 
 # --- rq attributes and events ----------------------------------------------
@@ -77,6 +85,10 @@ ATTR_JOB_RETRIES_LEFT = "rq.job.retries_left"
 ATTR_JOB_QUEUE_WAIT_MS = "rq.job.queue_wait_ms"
 ATTR_WORKER_NAME = "rq.worker.name"
 ATTR_JOB_OUTCOME = "rq.job.outcome"
+ATTR_JOB_REQUEUED = "rq.job.requeued"
+"""True on an attempt that follows an operator requeue (``FailedJobRegistry.requeue``, ``job.requeue()``)."""
+ATTR_JOB_REQUEUED_AT = "rq.job.requeued_at"
+"""ISO 8601: when the requeue put the job back on its queue."""
 EVENT_RETRY_SCHEDULED = "rq.retry.scheduled"
 ATTR_RETRY_DELAY_S = "rq.retry.delay_s"
 ATTR_RETRY_NEXT_RUN_AT = "rq.retry.next_run_at"
@@ -89,7 +101,6 @@ OUTCOME_RETRY_SCHEDULED = "retry_scheduled"
 OUTCOME_FAILED = "failed"
 OUTCOME_STOPPED = "stopped"
 OUTCOME_ABANDONED = "abandoned"
-OUTCOMES = (OUTCOME_SUCCEEDED, OUTCOME_RETRY_SCHEDULED, OUTCOME_FAILED, OUTCOME_STOPPED, OUTCOME_ABANDONED)
 
 
 def send_span_name(queue: str) -> str:
@@ -97,10 +108,27 @@ def send_span_name(queue: str) -> str:
     return f"{OPERATION_SEND} {queue}"
 
 
+def create_span_name(queue: str) -> str:
+    """Name of the PRODUCER span that creates one job of a batch send."""
+    return f"{OPERATION_CREATE} {queue}"
+
+
 def process_span_name(queue: str) -> str:
     """Name of the CONSUMER span of one execution attempt."""
     return f"{OPERATION_PROCESS} {queue}"
 
+
+PICKUP = "pickup"
+
+
+def pickup_span_name(queue: str) -> str:
+    """Name of the zero-duration INTERNAL marker a worker emits when an attempt starts."""
+    return f"{PICKUP} {queue}"
+
+
+# --- metrics -------------------------------------------------------------------
+METRIC_HORSE_SPANS_UNSENT = "jobtrail.rq.horse.spans.unsent"
+"""Counter: spans a forking worker's job horse could not export before it exited (collector down or slow)."""
 
 # --- propagation modes -------------------------------------------------------
 PROPAGATION_LINK = "link"
@@ -118,15 +146,4 @@ STATE_FAILED = "failed"
 STATE_CANCELLED = "cancelled"
 STATE_EXPIRED = "expired"
 STATE_NOT_FOUND = "not_found"
-JOB_STATES = (
-    STATE_QUEUED,
-    STATE_DEFERRED,
-    STATE_SCHEDULED,
-    STATE_STARTED,
-    STATE_SUCCEEDED,
-    STATE_FAILED,
-    STATE_CANCELLED,
-    STATE_EXPIRED,
-    STATE_NOT_FOUND,
-)
 TERMINAL_STATES = frozenset({STATE_SUCCEEDED, STATE_FAILED, STATE_CANCELLED, STATE_EXPIRED})

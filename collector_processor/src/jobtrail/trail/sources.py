@@ -14,7 +14,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -43,11 +43,18 @@ class SourceError(RuntimeError):
     """The source cannot be read (missing file, Jaeger unreachable or answering nonsense)."""
 
 
+_REQUEST_ID_ANY_CASE = re.compile(REQUEST_ID_PATTERN.pattern, re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class Lookup:
-    """What support typed, and what it is: a request id, a trace id or (anything else) a job id."""
+    """What support typed, and what it may be: a request id, a trace id, a job id.
 
-    kind: str
+    Ids are matched without regard to case (support reads them off screens and tickets). A 32-hex value is
+    tried as a trace id and as a job id: ``JobContract`` makes 32-hex job ids from Idempotency-Keys.
+    """
+
+    kinds: tuple[str, ...]
     value: str
 
     @classmethod
@@ -55,25 +62,41 @@ class Lookup:
         identifier = identifier.strip()
         if not identifier:
             raise ValueError("give a request id (req_...), a trace id (32 hex characters) or a job id")
-        if REQUEST_ID_PATTERN.match(identifier):
-            return cls(LOOKUP_REQUEST_ID, identifier)
+        if _REQUEST_ID_ANY_CASE.match(identifier):
+            return cls((LOOKUP_REQUEST_ID,), identifier.lower())
         if TRACE_ID_PATTERN.match(identifier):
-            return cls(LOOKUP_TRACE_ID, identifier.lower())
-        return cls(LOOKUP_JOB_ID, identifier)
+            return cls((LOOKUP_TRACE_ID, LOOKUP_JOB_ID), identifier.lower())
+        return cls((LOOKUP_JOB_ID,), identifier)
 
     def matches(self, span: TrailSpan) -> bool:
-        if self.kind == LOOKUP_TRACE_ID:
-            return span.trace_id == self.value or span.attributes.get(ATTR_STITCHED_ORIGINAL_TRACE_ID) == self.value
-        return span.attributes.get(self.search_attribute) == self.value
+        wanted = self.value.lower()
+        if LOOKUP_TRACE_ID in self.kinds and wanted in (
+            span.trace_id,
+            str(span.attributes.get(ATTR_STITCHED_ORIGINAL_TRACE_ID, "")).lower(),
+        ):
+            return True
+        return any(
+            str(span.attributes.get(SEARCH_ATTRIBUTES[kind], "")).lower() == wanted
+            for kind in self.kinds
+            if kind != LOOKUP_TRACE_ID
+        )
 
     @property
-    def search_attribute(self) -> str:
-        """The span attribute that holds this kind of identifier."""
-        return {
-            LOOKUP_REQUEST_ID: ATTR_REQUEST_ID,
-            LOOKUP_TRACE_ID: ATTR_STITCHED_ORIGINAL_TRACE_ID,
-            LOOKUP_JOB_ID: ATTR_MESSAGING_MESSAGE_ID,
-        }[self.kind]
+    def search_attributes(self) -> list[str]:
+        """The span attributes that may hold this identifier, most specific first."""
+        return [SEARCH_ATTRIBUTES[kind] for kind in self.kinds]
+
+    def describe(self) -> str:
+        """What the identifier was taken for, in words: "request id", "trace id or job id"."""
+        return " or ".join(kind.replace("_", " ") for kind in self.kinds)
+
+
+SEARCH_ATTRIBUTES = {
+    LOOKUP_REQUEST_ID: ATTR_REQUEST_ID,
+    LOOKUP_TRACE_ID: ATTR_STITCHED_ORIGINAL_TRACE_ID,
+    LOOKUP_JOB_ID: ATTR_MESSAGING_MESSAGE_ID,
+}
+"""Which span attribute holds each kind of identifier (a trace id: the one a stitched span came from)."""
 
 
 @dataclass
@@ -110,14 +133,14 @@ class FileSource:
         if not files:
             raise SourceError(f"no trace file at {self.path} (is the demo or the processor's file export running?)")
         warnings: list[str] = []
-        needle = lookup.value
+        needle = lookup.value.lower()
         trace_ids = {
             span.trace_id
-            for span in self._spans(files, lambda line: needle in line, warnings)
+            for span in self._spans(files, lambda line: needle in line.lower(), warnings)
             if lookup.matches(span)
         }
         if not trace_ids:
-            raise TrailNotFound(f"nothing in {', '.join(files)} holds {lookup.value}")
+            raise TrailNotFound(f"nothing in {', '.join(files)} holds {lookup.describe()} {lookup.value}")
         spans = [
             span
             for span in self._spans(files, lambda line: any(trace_id in line for trace_id in trace_ids), [])
@@ -126,7 +149,7 @@ class FileSource:
         return FoundTrail(unique_spans(spans), warnings)
 
     @staticmethod
-    def _spans(files: Sequence[str], wanted, warnings: list[str]) -> Iterator[TrailSpan]:
+    def _spans(files: Sequence[str], wanted: Callable[[str], bool], warnings: list[str]) -> Iterator[TrailSpan]:
         """Decode only the lines ``wanted`` keeps (a cheap text check first); report lines that do not decode."""
         for name in files:
             try:
@@ -183,26 +206,30 @@ class JaegerSource:
     def find(self, lookup: Lookup) -> FoundTrail:
         spans: list[TrailSpan] = []
         warnings: list[str] = []
-        if lookup.kind == LOOKUP_TRACE_ID:
+        if LOOKUP_TRACE_ID in lookup.kinds:
             spans = self._get(f"/api/v3/traces/{lookup.value}")
         if not spans:
             for service in self.services:
-                answer = self._get(self.search_url(service, lookup))
-                spans.extend(answer)
-                if len({span.trace_id for span in answer}) >= self.depth:
-                    warnings.append(
-                        f"Jaeger answered {self.depth} traces of {service} (the search depth): older ones were not "
-                        "searched; a shorter --lookback-hours narrows the window"
-                    )
+                for attribute in lookup.search_attributes:
+                    answer = self._get(self.search_url(service, lookup, attribute))
+                    spans.extend(answer)
+                    if len({span.trace_id for span in answer}) >= self.depth:
+                        warnings.append(
+                            f"Jaeger answered {self.depth} traces of {service} (the search depth): older ones were "
+                            "not searched; a shorter --lookback-hours narrows the window"
+                        )
         matching_traces = {span.trace_id for span in spans if lookup.matches(span)}
         spans = [span for span in spans if span.trace_id in matching_traces]
         if not spans:
-            raise TrailNotFound(" ".join([f"Jaeger at {self.base_url} has no trace holding {lookup.value}", *warnings]))
-        return FoundTrail(unique_spans(spans), warnings)
+            missing = f"Jaeger at {self.base_url} has no trace holding {lookup.describe()} {lookup.value}"
+            raise TrailNotFound(" ".join([missing, *dict.fromkeys(warnings)]))
+        return FoundTrail(unique_spans(spans), list(dict.fromkeys(warnings)))
 
-    def search_url(self, service: str, lookup: Lookup) -> str:
+    def search_url(self, service: str, lookup: Lookup, attribute: str | None = None) -> str:
         """The api_v3 search for one service, attributes as one JSON object of strings.
 
+        ``attribute``: which of the lookup's attributes to search (its first by default; a 32-hex value is
+        searched once as an original trace id and once as a job id).
         Each parameter goes in Jaeger's canonical camelCase (2.19 on) and in the snake_case spelling older
         releases read (still accepted, deprecated, in 2.20). The depth goes a third time as
         ``query.num_traces``: before 2.19 it is the only name read, and without it the memory storage
@@ -216,7 +243,7 @@ class JaegerSource:
             ("searchDepth", "search_depth", "num_traces"): str(self.depth),
         }
         query = [(f"query.{name}", value) for names, value in values.items() for name in names]
-        query.append(("query.attributes", json.dumps({lookup.search_attribute: lookup.value})))
+        query.append(("query.attributes", json.dumps({attribute or lookup.search_attributes[0]: lookup.value})))
         return f"/api/v3/traces?{urllib.parse.urlencode(query)}"
 
     def _get(self, path: str) -> list[TrailSpan]:

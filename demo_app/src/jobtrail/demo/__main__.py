@@ -25,6 +25,7 @@ from jobtrail.demo.settings import API_SERVICE, DemoSettings
 from jobtrail.demo.stack import Stack, StackError, StackTools
 from jobtrail.demo.telemetry import start_telemetry
 from jobtrail.demo.worker import run_worker
+from jobtrail.trail.cli import invocation, trail_command
 from werkzeug.serving import make_server
 
 DEFAULT_DATA_DIR = "var/jobtrail"
@@ -119,11 +120,11 @@ def _run_embedded(settings: DemoSettings, args: argparse.Namespace) -> int:
         demo.start()
         print(f"jobtrail demo: {demo.url}", flush=True)
         print(f"  stitched traces: {demo.trace_file}", flush=True)
-        print(f"  a trail:         jobtrail trail <reference> --file {demo.trace_file}", flush=True)
+        print(f"  a trail:         {trail_command(demo.trace_file)}", flush=True)
         if stack is not None:
             print(f"  Jaeger:          {stack.jaeger.url}/api/v3/traces/<trace id>", flush=True)
             print("                   (its UI page is a placeholder: built without the UI's assets; the API is whole)")
-            print(f"  a trail:         jobtrail trail <reference> --jaeger {stack.jaeger.url}", flush=True)
+            print(f"  a trail:         {invocation()} trail <reference> --jaeger {stack.jaeger.url}", flush=True)
             print(f"  stack logs:      {stack.workdir}", flush=True)
         elif demo.settings.jaeger_ui_url:
             print(f"  Jaeger:          {demo.settings.jaeger_ui_url}", flush=True)

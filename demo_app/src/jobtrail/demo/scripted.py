@@ -38,6 +38,7 @@ from jobtrail.trail import (
     TrailSpan,
     build_timeline,
 )
+from jobtrail.trail.cli import invocation
 
 CHROMIUM_PATH = os.environ.get("JOBTRAIL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -199,7 +200,7 @@ def run_scripted(url: str, trace_file: Path, out: TextIO, settle_s: float) -> bo
             if outcome.state != scenario.expected_state:
                 as_told = False
                 print(f"!! expected the page to end {scenario.expected_state}", file=out)
-            print(f"$ jobtrail trail {outcome.request_id} --file {trace_file}", file=out)
+            print(f"$ {invocation()} trail {outcome.request_id} --file {trace_file}", file=out)
             spans = wait_for_trail(trace_file, outcome.request_id, settle_s=settle_s)
             for line in build_timeline(spans, tz=local_zone).lines():
                 print(f"  {line}", file=out)

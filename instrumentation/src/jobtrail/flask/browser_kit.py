@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+import werkzeug
+
 import flask
 
 KIT_PATH = "/jobtrail/jobtrail.js"
@@ -11,7 +13,7 @@ KIT_PATH = "/jobtrail/jobtrail.js"
 
 def browser_kit_bundle() -> bytes:
     """The committed esbuild bundle that ships inside the ``jobtrail.flask`` package."""
-    return resources.files("jobtrail.flask").joinpath("static", "jobtrail.js").read_bytes()
+    return resources.files("jobtrail.flask").joinpath("static").joinpath("jobtrail.js").read_bytes()
 
 
 def browser_kit_blueprint() -> flask.Blueprint:
@@ -20,7 +22,7 @@ def browser_kit_blueprint() -> flask.Blueprint:
     bundle = browser_kit_bundle()
 
     @blueprint.get(KIT_PATH)
-    def kit() -> flask.Response:
+    def kit() -> werkzeug.Response:
         response = flask.Response(bundle, content_type="text/javascript; charset=utf-8")
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Content-Type-Options"] = "nosniff"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from jobtrail.conventions import ATTR_REQUEST_ID, JOB_STATE_HEADER, REQUEST_ID_BAGGAGE_KEY, REQUEST_ID_HEADER
 from jobtrail.flask.request_ids import current_request_id
+from jobtrail.provider import warn_if_no_sdk_provider
 from opentelemetry import baggage, context, trace
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from opentelemetry.instrumentation.propagators import TraceResponsePropagator, get_global_response_propagator
 from opentelemetry.trace import TracerProvider
 
 import flask
@@ -19,6 +21,7 @@ SERVER_TIMING_HEADER = "Server-Timing"
 EXPOSE_HEADERS_HEADER = "Access-Control-Expose-Headers"
 # Headers a cross-origin page may read only when they are listed in Access-Control-Expose-Headers.
 _EXPOSED = (REQUEST_ID_HEADER, TRACE_RESPONSE_HEADER, SERVER_TIMING_HEADER, JOB_STATE_HEADER)
+_TRACE_RESPONSE = TraceResponsePropagator()
 
 
 def instrument_app(
@@ -32,10 +35,14 @@ def instrument_app(
     span as ``jobtrail.request.id``, into baggage for the request (the RQ instrumentation carries
     baggage into ``job.meta``; ``jobtrail.logs`` puts it on every log record) and back in the
     ``X-Request-ID`` response header. ``traceresponse`` and ``Server-Timing: traceparent;desc=...``
-    hand the trace id to the page. Instrumenting the same app twice is harmless.
+    hand the trace id to the page. Instrumenting the same app twice is harmless, and so is an app that
+    ``opentelemetry-instrument`` already traces (the Flask instrumentation then keeps its one server span).
+    Without ``tracer_provider`` and without an SDK provider set globally, logs one warning per process.
     """
     if app.extensions.get(_EXTENSION_KEY):
         return app
+    if tracer_provider is None:
+        warn_if_no_sdk_provider("flask")
     FlaskInstrumentor.instrument_app(app, tracer_provider=tracer_provider, excluded_urls=excluded_urls)
     # Registered after the instrumentation's own hooks: the server span is active when these run,
     # and Flask tears down in reverse order, so the baggage is detached before the span ends.
@@ -72,10 +79,14 @@ def _unbind_request_id(_exc: BaseException | None) -> None:
 
 def _add_response_headers(response: flask.Response) -> flask.Response:
     response.headers[REQUEST_ID_HEADER] = current_request_id()
-    span_context = trace.get_current_span().get_span_context()
-    if span_context.is_valid:
-        traceparent = f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
-        response.headers[TRACE_RESPONSE_HEADER] = traceparent
+    # contrib's propagator formats the header; into a scratch carrier, so it also feeds Server-Timing and,
+    # when a global response propagator is set, the Flask instrumentation's own injection stays the only one.
+    carrier: dict[str, str] = {}
+    _TRACE_RESPONSE.inject(carrier)
+    traceparent = carrier.get(TRACE_RESPONSE_HEADER)
+    if traceparent:
+        if get_global_response_propagator() is None:
+            response.headers[TRACE_RESPONSE_HEADER] = traceparent
         response.headers.add(SERVER_TIMING_HEADER, f'traceparent;desc="{traceparent}"')
     if "Origin" in flask.request.headers:
         listed = [name.strip() for name in response.headers.get(EXPOSE_HEADERS_HEADER, "").split(",") if name.strip()]

@@ -14,6 +14,13 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
+from jobtrail.conventions import (
+    REASON_COLLECTOR_UNREACHABLE,
+    REASON_INVALID_OTLP_JSON,
+    REASON_ORIGIN_NOT_ALLOWED,
+    REASON_PAYLOAD_TOO_LARGE,
+    REASON_UNSUPPORTED_MEDIA_TYPE,
+)
 from jobtrail.flask.refusals import refuse
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
@@ -99,7 +106,7 @@ def span_intake_blueprint(
     @blueprint.route(INTAKE_PATH, methods=["OPTIONS"])
     def preflight() -> flask.Response:
         if foreign_origin() is not None:
-            return refuse("origin_not_allowed", 403)
+            return refuse(REASON_ORIGIN_NOT_ALLOWED, 403)
         response = flask.Response(status=204)
         response.headers["Access-Control-Allow-Methods"] = "POST"
         response.headers["Access-Control-Allow-Headers"] = "Content-Type"
@@ -109,21 +116,22 @@ def span_intake_blueprint(
     @blueprint.route(INTAKE_PATH, methods=["POST"])
     def intake() -> flask.Response:
         if foreign_origin() is not None:
-            return refuse("origin_not_allowed", 403)
+            return refuse(REASON_ORIGIN_NOT_ALLOWED, 403)
         if flask.request.mimetype != JSON_CONTENT_TYPE:
-            return with_cors(refuse("unsupported_media_type", 415, detail="send OTLP/JSON as application/json"))
+            return with_cors(refuse(REASON_UNSUPPORTED_MEDIA_TYPE, 415, detail="send OTLP/JSON as application/json"))
         declared = flask.request.content_length
         if declared is not None and declared > max_bytes:
-            return with_cors(refuse("payload_too_large", 413, detail=f"at most {max_bytes} bytes"))
+            return with_cors(refuse(REASON_PAYLOAD_TOO_LARGE, 413, detail=f"at most {max_bytes} bytes"))
         body = flask.request.stream.read(max_bytes + 1)
         if len(body) > max_bytes:
-            return with_cors(refuse("payload_too_large", 413, detail=f"at most {max_bytes} bytes"))
+            return with_cors(refuse(REASON_PAYLOAD_TOO_LARGE, 413, detail=f"at most {max_bytes} bytes"))
         try:
             is_object = isinstance(json.loads(body), dict)
         except ValueError:
             is_object = False
         if not is_object:
-            return with_cors(refuse("invalid_otlp_json", 400, detail="expected an OTLP/JSON ExportTraceServiceRequest"))
+            detail = "expected an OTLP/JSON ExportTraceServiceRequest"
+            return with_cors(refuse(REASON_INVALID_OTLP_JSON, 400, detail=detail))
         return with_cors(_forward(upstream, body, timeout_s))
 
     return blueprint
@@ -138,7 +146,7 @@ def _forward(upstream: str, body: bytes, timeout_s: float) -> flask.Response:
     except urllib.error.HTTPError as answer:
         return _relay(answer.code, answer.headers.get("Content-Type"), answer.read(_MAX_UPSTREAM_BODY))
     except (urllib.error.URLError, OSError):
-        return refuse("collector_unreachable", 502)
+        return refuse(REASON_COLLECTOR_UNREACHABLE, 502)
 
 
 def _relay(status: int, content_type: str | None, body: bytes) -> flask.Response:

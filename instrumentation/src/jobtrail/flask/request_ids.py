@@ -28,9 +28,10 @@ def is_request_id(value: str | None) -> bool:
 def current_request_id() -> str:
     """The request id of the current Flask request, settled on first use and kept for the request."""
     environ = flask.request.environ
-    request_id = environ.get(_ENVIRON_KEY)
-    if request_id is None:
-        offered = flask.request.headers.get(REQUEST_ID_HEADER)
-        request_id = offered if is_request_id(offered) else new_request_id()
-        environ[_ENVIRON_KEY] = request_id
+    settled = environ.get(_ENVIRON_KEY)
+    if isinstance(settled, str):
+        return settled
+    offered = flask.request.headers.get(REQUEST_ID_HEADER)
+    request_id = offered if offered is not None and is_request_id(offered) else new_request_id()
+    environ[_ENVIRON_KEY] = request_id
     return request_id
