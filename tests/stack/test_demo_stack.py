@@ -143,14 +143,17 @@ def in_jaeger(stack_demo: StackDemo) -> list[TrailSpan]:
     it serves, so reading an incomplete trace would leave a "parent span ID=… is not in the trace" warning
     behind for good (docs/processor.md).
     """
-    in_file = eventually(lambda: complete_in_file(stack_demo), "the whole receipt trail in the processor's file")
-    [trace_id] = {span.trace_id for span in in_file}
 
-    def raw() -> list[TrailSpan] | None:
-        spans = jaeger_spans(jaeger_json(stack_demo.jaeger_url, f"/api/v3/traces/{trace_id}?raw_traces=true"))
-        return spans if len(spans) >= len(in_file) else None
+    def settled() -> str | None:
+        """The trace id, once Jaeger holds exactly the spans of the whole trail in the file."""
+        in_file = complete_in_file(stack_demo)
+        if not in_file:
+            return None
+        [trace_id] = {span.trace_id for span in in_file}
+        raw = jaeger_spans(jaeger_json(stack_demo.jaeger_url, f"/api/v3/traces/{trace_id}?raw_traces=true"))
+        return trace_id if {span.span_id for span in raw} == {span.span_id for span in in_file} else None
 
-    eventually(raw, "every span of the file in Jaeger")
+    trace_id = eventually(settled, "the same whole trail in the processor's file and in Jaeger")
     return jaeger_trace(stack_demo.jaeger_url, trace_id)
 
 

@@ -243,7 +243,7 @@ def test_a_failing_jaeger_is_named_and_the_file_answers_instead(
     assert failure in capsys.readouterr().err
     assert main(["trail", "req_ffffffffffffffff", "--jaeger", url, "--file", str(path)]) == 2
     err = capsys.readouterr().err
-    assert failure in err and "holds req_ffffffffffffffff" in err, "a broken Jaeger is never told as 'not found'"
+    assert failure in err and f"nothing in {path} holds" in err, "a broken Jaeger is never told as 'not found'"
 
 
 def test_jaeger_source_finds_a_32_hex_job_id_through_the_job_id_search(processor_file, jaeger_stub_factory) -> None:
