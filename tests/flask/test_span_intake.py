@@ -67,6 +67,21 @@ def test_relays_the_collector_status_and_body(http_receiver):
     assert response.get_data() == answer
 
 
+@pytest.mark.parametrize("status", [429, 503])
+def test_relays_the_collector_retry_after(http_receiver, status):
+    http_receiver.script = [(status, {"Retry-After": "7"}, b"{}")]
+
+    response = post(intake_client(http_receiver.url))
+
+    assert response.status_code == status
+    assert response.headers["Retry-After"] == "7"
+
+
+def test_no_retry_after_is_made_up(http_receiver):
+    response = post(intake_client(http_receiver.url))
+    assert response.status_code == 200 and "Retry-After" not in response.headers
+
+
 def test_foreign_origin_is_refused_and_nothing_forwarded(http_receiver):
     recorder, url = http_receiver.recorder, http_receiver.url
 
@@ -142,7 +157,11 @@ def test_oversized_chunked_body_is_413(http_receiver):
     assert recorder.deliveries == []
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b"", b'"string"'])
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[1, 2]", b"", b'"string"', b'{"a":' + b"[" * 50_000 + b"]" * 50_000 + b"}"],
+    ids=["not-json", "array", "empty", "string", "nested-50k-deep"],
+)
 def test_body_that_is_not_an_otlp_object_is_400(http_receiver, body):
     recorder, url = http_receiver.recorder, http_receiver.url
 

@@ -23,6 +23,8 @@ from opentelemetry.trace import Link, SpanKind
 
 from tests.fixtures.otlp_receiver import GrpcTraceReceiver, HttpTraceReceiver
 
+from .processes import ProcessorProcess
+
 WAIT_SECONDS = 30.0
 
 
@@ -123,3 +125,18 @@ def enqueue_in_request(provider):
     ):
         pass
     return server.get_span_context(), enqueue.get_span_context()
+
+
+@pytest.fixture
+def processor_process(tmp_path) -> Iterator[Callable[..., ProcessorProcess]]:
+    """Start ``python -m jobtrail.processor ARGS...`` as a subprocess; killed at teardown if still running."""
+    started: list[ProcessorProcess] = []
+
+    def start(*args: str) -> ProcessorProcess:
+        process = ProcessorProcess(tmp_path / f"processor-{len(started)}.log", *args)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.close()

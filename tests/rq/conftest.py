@@ -82,8 +82,10 @@ def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
 class WorkerProcess:
     """A real worker in its own process (``tests.rq.worker_process``), exporting OTLP/gRPC."""
 
-    def __init__(self, redis_url: str, endpoint: str, worker_class: str, queue_name: str) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+    def __init__(
+        self, redis_url: str, endpoint: str, worker_class: str, queue_name: str, env: dict[str, str] | None = None
+    ) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.rq.worker_process", redis_url, endpoint, worker_class, queue_name, "serve"],
             cwd=REPO,
@@ -102,11 +104,14 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker_process(redis_url: str, grpc_receiver: GrpcTraceReceiver) -> Iterator[Callable[[str, str], WorkerProcess]]:
+def worker_process(redis_url: str, grpc_receiver: GrpcTraceReceiver) -> Iterator[Callable[..., WorkerProcess]]:
+    """Starts worker processes exporting to the test's receiver (or to ``endpoint``), with extra ``env``."""
     started: list[WorkerProcess] = []
 
-    def start(worker_class: str, queue_name: str) -> WorkerProcess:
-        process = WorkerProcess(redis_url, grpc_receiver.endpoint, worker_class, queue_name)
+    def start(
+        worker_class: str, queue_name: str, endpoint: str | None = None, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
+        process = WorkerProcess(redis_url, endpoint or grpc_receiver.endpoint, worker_class, queue_name, env)
         started.append(process)
         return process
 

@@ -69,3 +69,11 @@ def die_abruptly() -> None:
 def sleep_for(seconds: float) -> None:
     """Long enough to be stopped while running."""
     time.sleep(seconds)
+
+
+def save_progress_then_fail(progress: str) -> None:
+    """Saves its own meta through ``get_current_job`` (another Job object than the worker's), then fails."""
+    job = get_current_job()
+    job.meta["progress"] = progress
+    job.save_meta()
+    raise RuntimeError("failed after saving progress")

@@ -14,6 +14,8 @@ from jobtrail.conventions import (
     ATTR_JOB_ATTEMPT,
     ATTR_JOB_OUTCOME,
     ATTR_JOB_QUEUE_WAIT_MS,
+    ATTR_JOB_REQUEUED,
+    ATTR_JOB_REQUEUED_AT,
     ATTR_JOB_RETRIES_LEFT,
     ATTR_LINK_TYPE,
     ATTR_REQUEST_ID,
@@ -36,7 +38,8 @@ from opentelemetry import baggage, context, trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from rq import Queue, Retry
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
 
 from tests.rq import jobs
 from tests.rq.conftest import attempt_spans, counter_key, named, work_until_done
@@ -109,6 +112,30 @@ def test_each_attempt_is_a_root_span_linked_to_the_enqueue_and_the_attempt_befor
     assert sorted((s.parent.span_id, s.context.trace_id) for s in steps) == sorted(
         (a.context.span_id, a.context.trace_id) for a in attempts
     )
+
+
+def test_each_attempt_starts_with_a_pickup_marker(queue, span_exporter):
+    job, _ = enqueue_in_request(queue, jobs.fail_first, counter_key(), 1, retry=Retry(max=1))
+    assert work_until_done(queue, job) == JobStatus.FINISHED
+
+    (send,) = named(span_exporter, f"send {queue.name}")
+    attempts = attempt_spans(span_exporter, job)
+    markers = named(span_exporter, f"pickup {queue.name}")
+    assert len(markers) == len(attempts) == 2
+    for marker, attempt in zip(sorted(markers, key=lambda m: m.attributes[ATTR_JOB_ATTEMPT]), attempts, strict=True):
+        assert marker.kind == SpanKind.INTERNAL
+        assert marker.parent.span_id == attempt.context.span_id
+        assert marker.context.trace_id == attempt.context.trace_id
+        assert marker.start_time == marker.end_time == attempt.start_time
+        assert link_types(marker) == [(LINK_TYPE_ENQUEUED_BY, send.context.span_id)]
+        assert dict(marker.attributes) == {
+            "messaging.system": "rq",
+            "messaging.destination.name": queue.name,
+            "messaging.message.id": job.id,
+            ATTR_JOB_ATTEMPT: attempt.attributes[ATTR_JOB_ATTEMPT],
+            ATTR_REQUEST_ID: REQUEST_ID,
+        }
+        assert marker.end_time < attempt.end_time
 
 
 def test_interval_retry_runs_through_the_scheduler_and_reports_when(queue, span_exporter):
@@ -184,6 +211,8 @@ def test_propagation_child_and_none(propagation, queue, span_exporter, tracer_pr
     (send,) = named(span_exporter, f"send {queue.name}")
     (attempt,) = attempt_spans(span_exporter, job)
     assert not attempt.links
+    (marker,) = named(span_exporter, f"pickup {queue.name}")
+    assert not marker.links and marker.parent.span_id == attempt.context.span_id
     if propagation == "child":
         assert attempt.parent.span_id == send.context.span_id
         assert attempt.context.trace_id == send.context.trace_id
@@ -208,27 +237,62 @@ def test_job_from_an_uninstrumented_producer_runs_with_an_unlinked_attempt(queue
 
 
 @pytest.mark.parametrize(
-    ("key", "garbage"),
+    ("key", "garbage", "attempt_number"),
     [
-        (JOB_META_CARRIER_KEY, "00-not-a-dict"),
-        (JOB_META_CARRIER_KEY, {"traceparent": "00-zzzz-yyyy-01"}),
-        (JOB_META_CARRIER_KEY, {"traceparent": 42}),
-        (JOB_META_CARRIER_KEY, {"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01"}),
-        (JOB_META_ATTEMPTS_KEY, "junk"),
-        (JOB_META_ATTEMPTS_KEY, {"attempts": -3}),
-        (JOB_META_ATTEMPTS_KEY, {"attempts": 1, "last_span": {"trace_id": "zz"}}),
+        (JOB_META_CARRIER_KEY, "00-not-a-dict", 1),
+        (JOB_META_CARRIER_KEY, {"traceparent": "00-zzzz-yyyy-01"}, 1),
+        (JOB_META_CARRIER_KEY, {"traceparent": 42}, 1),
+        (JOB_META_CARRIER_KEY, {"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01"}, 1),
+        (JOB_META_ATTEMPTS_KEY, "junk", 1),
+        (JOB_META_ATTEMPTS_KEY, {"attempts": -3}, 1),
+        (JOB_META_ATTEMPTS_KEY, {"attempts": 1, "last_span": {"trace_id": "zz"}}, 2),  # the usable count is kept
+        (JOB_META_ATTEMPTS_KEY, {"attempts": 10**30}, 1),
+        (JOB_META_ATTEMPTS_KEY, {"last_span": {"trace_id": "1" * 32, "span_id": "2" * 16, "flags": float("inf")}}, 1),
+        (JOB_META_ATTEMPTS_KEY, {"runnable_at": 10**400}, 1),
+        (JOB_META_ATTEMPTS_KEY, {"runnable_at": -1e300}, 1),
+        (JOB_META_ATTEMPTS_KEY, {"runnable_at": float("nan"), "final": "yes"}, 1),
     ],
 )
-def test_garbage_in_job_meta_is_ignored_with_one_warning(key, garbage, queue, span_exporter, caplog):
+def test_garbage_in_job_meta_is_ignored_with_one_warning(key, garbage, attempt_number, queue, span_exporter, caplog):
     job = queue.enqueue(jobs.add, 20, 22)
     job.meta.pop(JOB_META_CARRIER_KEY, None)  # only the garbage under test decides the links
     job.meta[key] = garbage
     job.save_meta()
-    with caplog.at_level(logging.WARNING, logger="jobtrail.rq.carrier"):
+    with caplog.at_level(logging.WARNING, logger="jobtrail.rq"):
         assert work_until_done(queue, job) == JobStatus.FINISHED
     assert job.return_value() == 42
     (attempt,) = attempt_spans(span_exporter, job)
-    assert attempt.attributes[ATTR_JOB_ATTEMPT] == 1
+    assert attempt.attributes[ATTR_JOB_ATTEMPT] == attempt_number
     assert not attempt.links
-    warnings = [r.getMessage() for r in caplog.records if r.name == "jobtrail.rq.carrier"]
+    assert 0 <= attempt.attributes[ATTR_JOB_QUEUE_WAIT_MS] < 60_000
+    warnings = [r.getMessage() for r in caplog.records if r.name == "jobtrail.rq" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and job.id in warnings[0]
+
+
+def test_attempt_numbers_go_on_across_operator_requeues(queue, span_exporter):
+    job, _ = enqueue_in_request(queue, jobs.always_fail, "still broken", retry=Retry(max=1))
+    assert work_until_done(queue, job) == JobStatus.FAILED
+    FailedJobRegistry(queue=queue).requeue(job.id)
+    assert work_until_done(queue, job) == JobStatus.FAILED
+    Job.fetch(job.id, connection=queue.connection).requeue()
+    assert work_until_done(queue, job) == JobStatus.FAILED
+
+    attempts = attempt_spans(span_exporter, job)
+    assert [a.attributes[ATTR_JOB_ATTEMPT] for a in attempts] == [1, 2, 3, 4]
+    assert [a.attributes.get(ATTR_JOB_REQUEUED, False) for a in attempts] == [False, False, True, True]
+    for previous, requeued in ((attempts[1], attempts[2]), (attempts[2], attempts[3])):
+        requeued_at = datetime.fromisoformat(requeued.attributes[ATTR_JOB_REQUEUED_AT]).timestamp() * 1e9
+        assert previous.end_time <= requeued_at <= requeued.start_time
+        assert link_types(requeued)[1] == (LINK_TYPE_RETRY_OF, previous.context.span_id)
+        assert 0 <= requeued.attributes[ATTR_JOB_QUEUE_WAIT_MS] <= (requeued.start_time - requeued_at) / 1e6 + 1
+    assert [a.attributes[ATTR_JOB_OUTCOME] for a in attempts] == [OUTCOME_RETRY_SCHEDULED] + [OUTCOME_FAILED] * 3
+    assert events(attempts[3], EVENT_JOB_FAILED)[0][ATTR_FIRST_ERROR_TYPE] == "ValueError"
+
+
+def test_a_requeue_keeps_what_the_job_saved_in_its_meta(queue, span_exporter):
+    job, _ = enqueue_in_request(queue, jobs.save_progress_then_fail, "halfway")
+    assert work_until_done(queue, job) == JobStatus.FAILED
+    assert Job.fetch(job.id, connection=queue.connection).meta["progress"] == "halfway"
+    FailedJobRegistry(queue=queue).requeue(job.id)
+    assert work_until_done(queue, job) == JobStatus.FAILED
+    assert [a.attributes[ATTR_JOB_ATTEMPT] for a in attempt_spans(span_exporter, job)] == [1, 2]

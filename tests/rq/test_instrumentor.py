@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -9,19 +10,22 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from jobtrail.conventions import ATTR_JOB_OUTCOME, ATTR_MESSAGING_MESSAGE_ID, OUTCOME_SUCCEEDED
-from jobtrail.rq import RQInstrumentor
+from jobtrail.conventions import ATTR_JOB_OUTCOME, ATTR_MESSAGING_MESSAGE_ID, JOB_META_CARRIER_KEY, OUTCOME_SUCCEEDED
+from jobtrail.provider import warn_if_no_sdk_provider
+from jobtrail.rq import SCHEMA_URL, RQInstrumentor
+from jobtrail.version import __version__
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from rq import Queue
+from rq.job import Job, JobStatus
 from rq.worker.base import BaseWorker
 
 from tests.fixtures.otlp_receiver import attributes_of
 from tests.rq import jobs
-from tests.rq.conftest import REPO, named
+from tests.rq.conftest import REPO, attempt_spans, named, work_until_done
 
-PATCHED = [
-    (Queue, name)
-    for name in ("enqueue", "enqueue_call", "enqueue_many", "enqueue_at", "enqueue_in", "enqueue_job", "create_job")
-] + [(BaseWorker, name) for name in ("perform_job", "handle_job_failure", "handle_job_retry")]
+PATCHED = [(Queue, name) for name in ("enqueue_call", "enqueue_many", "enqueue_at", "enqueue_job", "create_job")] + [
+    (BaseWorker, name) for name in ("perform_job", "handle_job_failure", "handle_job_retry")
+]
 
 
 def test_uninstrument_restores_rq_exactly(tracer_provider):
@@ -94,3 +98,61 @@ def test_opentelemetry_instrument_traces_an_app_and_rq_worker_with_no_code_chang
     (attempt,) = [s for s in spans if s.name == "process auto"]
     assert attempt.links[0].span_id == send.span_id
     assert attributes_of(attempt)[ATTR_JOB_OUTCOME] == OUTCOME_SUCCEEDED
+
+
+def test_spans_carry_the_instrumentation_scope_version_and_schema(queue, span_exporter, instrumented):
+    queue.enqueue(jobs.add, 1, 2)
+    (send,) = named(span_exporter, f"send {queue.name}")
+    scope = send.instrumentation_scope
+    assert (scope.name, scope.version, scope.schema_url) == ("jobtrail.rq", __version__, SCHEMA_URL)
+
+
+def test_suppressed_instrumentation_records_nothing_and_injects_nothing(queue, span_exporter, instrumented):
+    with suppress_instrumentation():
+        job = queue.enqueue(jobs.add, 1, 2)
+        assert work_until_done(queue, job) == JobStatus.FINISHED
+    assert job.return_value() == 3
+    assert JOB_META_CARRIER_KEY not in Job.fetch(job.id, connection=queue.connection).meta
+    assert [s.name for s in span_exporter.get_finished_spans()] == [jobs.STEP_SPAN]  # the job's own, not RQ's
+
+
+def test_produce_and_consume_hooks_see_their_spans_and_cannot_break_a_job(queue, span_exporter, tracer_provider):
+    seen = []
+
+    def produce_hook(span, queue, args, kwargs):
+        span.set_attribute("app.tenant", "acme")
+        seen.append(("produce", queue.name, args[0] if args else kwargs.get("func")))
+
+    def consume_hook(span, job):
+        seen.append(("consume", job.id))
+        raise RuntimeError("a buggy hook")
+
+    RQInstrumentor().instrument(tracer_provider=tracer_provider, produce_hook=produce_hook, consume_hook=consume_hook)
+    try:
+        job = queue.enqueue(jobs.add, 1, 2)
+        assert work_until_done(queue, job) == JobStatus.FINISHED
+    finally:
+        RQInstrumentor().uninstrument()
+    assert job.return_value() == 3
+    assert seen == [("produce", queue.name, jobs.add), ("consume", job.id)]
+    (send,) = named(span_exporter, f"send {queue.name}")
+    assert send.attributes["app.tenant"] == "acme"
+    assert len(attempt_spans(span_exporter, job)) == 1
+
+
+def test_one_warning_when_instrumenting_without_an_sdk_provider():
+    script = (
+        "import logging; logging.basicConfig()\n"
+        "from jobtrail.rq import RQInstrumentor\n"
+        "RQInstrumentor().instrument(); RQInstrumentor().uninstrument(); RQInstrumentor().instrument()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("no OpenTelemetry SDK tracer provider is set") == 1
+    assert "jobtrail.rq" in run.stderr and "opentelemetry-instrument" in run.stderr
+
+
+def test_no_warning_with_an_sdk_provider(caplog):
+    with caplog.at_level(logging.WARNING):
+        warn_if_no_sdk_provider("jobtrail.rq")
+    assert not caplog.records

@@ -17,11 +17,13 @@ from jobtrail.conventions import (
     ATTR_MESSAGING_OPERATION_NAME,
     ATTR_MESSAGING_OPERATION_TYPE,
     ATTR_MESSAGING_SYSTEM,
+    ATTR_REQUEST_ID,
     JOB_META_CARRIER_KEY,
     LINK_TYPE_ENQUEUED_BY,
+    REQUEST_ID_BAGGAGE_KEY,
 )
 from jobtrail.rq import RQInstrumentor
-from opentelemetry import trace
+from opentelemetry import baggage, context, trace
 from opentelemetry.trace import SpanKind, StatusCode
 from redis.backoff import NoBackoff
 from redis.retry import Retry as RedisRetry
@@ -69,12 +71,36 @@ def test_enqueue_call_and_enqueue_job(queue, span_exporter):
     assert second.attributes[ATTR_MESSAGING_MESSAGE_ID] == built.id
 
 
-def test_enqueue_many_is_one_batch_span_for_all_jobs(queue, span_exporter):
-    created = queue.enqueue_many([Queue.prepare_data(jobs.add, (n, n)) for n in range(3)])
+def test_enqueue_many_gives_each_job_its_own_create_span_linked_from_the_batch_send(queue, span_exporter):
+    request_id = "req_00000000000000aa"
+    token = context.attach(baggage.set_baggage(REQUEST_ID_BAGGAGE_KEY, request_id))
+    try:
+        with trace.get_tracer("test").start_as_current_span("POST /batch") as caller:
+            created = queue.enqueue_many([Queue.prepare_data(jobs.add, (n, n)) for n in range(3)])
+    finally:
+        context.detach(token)
     (send,) = sends(span_exporter, queue)
+    creates = named(span_exporter, f"create {queue.name}")
+    assert send.kind == SpanKind.CLIENT
     assert send.attributes[ATTR_MESSAGING_BATCH_MESSAGE_COUNT] == 3
+    assert ATTR_MESSAGING_MESSAGE_ID not in send.attributes
+    assert [link.context.span_id for link in send.links] == [c.context.span_id for c in creates]
+    by_job = {c.attributes[ATTR_MESSAGING_MESSAGE_ID]: c for c in creates}
+    assert sorted(by_job) == sorted(job.id for job in created)
     for job in created:
-        assert traceparent_span_id(Job.fetch(job.id, connection=queue.connection)) == send.context.span_id
+        create = by_job[job.id]
+        assert create.kind == SpanKind.PRODUCER
+        assert create.parent.span_id == caller.get_span_context().span_id
+        assert create.attributes[ATTR_MESSAGING_OPERATION_TYPE] == "create"
+        assert create.attributes[ATTR_REQUEST_ID] == request_id
+        assert create.attributes[ATTR_JOB_FUNC_NAME] == "tests.rq.jobs.add"
+        assert traceparent_span_id(Job.fetch(job.id, connection=queue.connection)) == create.context.span_id
+
+    for job in created:
+        assert work_until_done(queue, job) == JobStatus.FINISHED
+        (attempt,) = attempt_spans(span_exporter, job)
+        assert attempt.links[0].context.span_id == by_job[job.id].context.span_id
+        assert attempt.attributes[ATTR_REQUEST_ID] == request_id
 
 
 @pytest.mark.parametrize("how", ["enqueue_at", "enqueue_in"])
@@ -139,3 +165,18 @@ def test_redis_down_at_enqueue_raises_rqs_own_exception_and_the_span_says_error(
     assert send.status.status_code == StatusCode.ERROR
     assert send.attributes[ATTR_ERROR_TYPE] == "redis.exceptions.ConnectionError"
     assert [event.name for event in send.events] == ["exception"]
+
+
+def test_a_no_op_tracer_still_carries_the_request_but_nothing_else(queue, span_exporter):
+    RQInstrumentor().uninstrument()
+    RQInstrumentor().instrument(tracer_provider=trace.NoOpTracerProvider())
+    bare = queue.enqueue(jobs.add, 1, 1)
+    token = context.attach(baggage.set_baggage(REQUEST_ID_BAGGAGE_KEY, "req_00000000000000bb"))
+    try:
+        in_request = queue.enqueue(jobs.add, 1, 2)
+    finally:
+        context.detach(token)
+    assert JOB_META_CARRIER_KEY not in Job.fetch(bare.id, connection=queue.connection).meta
+    carrier = Job.fetch(in_request.id, connection=queue.connection).meta[JOB_META_CARRIER_KEY]
+    assert carrier == {"baggage": "jobtrail.request.id=req_00000000000000bb"}
+    assert not span_exporter.get_finished_spans()

@@ -51,6 +51,10 @@ def decode_request(body: bytes | str) -> ExportTraceServiceRequest:
         return json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
         raise OtlpDecodeError(f"body is not an OTLP trace export request: {error}") from None
+    except SystemError:
+        # upb's field lookup raises SystemError for an object key that is not valid Unicode (a lone surrogate
+        # such as "\ud800"): the sender's mistake, not ours.
+        raise OtlpDecodeError("body is not an OTLP trace export request: an object key is not valid Unicode") from None
 
 
 def encode_request(request: ExportTraceServiceRequest) -> bytes:

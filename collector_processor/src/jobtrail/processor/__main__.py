@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="next hop: grpc://host:port, http://host:port[/v1/traces] or file:///abs/path.jsonl (repeatable)",
     )
     parser.add_argument("--hold", metavar="SECONDS", type=float, help="hold window for spans whose root is unknown")
+    parser.add_argument(
+        "--queue-dir",
+        metavar="DIR",
+        help="keep the export queues on disk here: what was acknowledged survives a crash (absolute path)",
+    )
     parser.add_argument("--stitch-rule", choices=STITCH_RULES, help="which spans count as attempt roots")
     parser.add_argument(
         "--log-level",
@@ -56,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "export_to": args.export_to,
                 "hold_seconds": args.hold,
                 "stitch_rule": args.stitch_rule,
+                "queue_dir": args.queue_dir,
             },
         )
         pipeline = Pipeline(config)

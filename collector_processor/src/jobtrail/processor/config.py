@@ -42,10 +42,14 @@ class ProcessorConfig:
     max_held_bytes: int = 128 * 1024 * 1024
     max_mappings: int = 500_000
     max_request_bytes: int = 4 * 1024 * 1024
+    http_max_connections: int = 100
+    http_idle_timeout_seconds: float = 30.0
     queue_max_spans: int = 200_000
     queue_max_bytes: int = 128 * 1024 * 1024
     export_batch_max_bytes: int = 3 * 1024 * 1024
     export_timeout_seconds: float = 10.0
+    export_stall_seconds: float = 120.0
+    queue_dir: str | None = None
     retry_initial_backoff_seconds: float = 0.5
     retry_max_backoff_seconds: float = 30.0
     retry_after_seconds: float = 1.0
@@ -72,6 +76,8 @@ class ProcessorConfig:
                 raise ConfigError(f"export_to {url!r}: file URLs need an absolute path (file:///abs/path.jsonl)")
             if parts.scheme != "file" and not parts.hostname:
                 raise ConfigError(f"export_to {url!r}: missing host")
+        if self.queue_dir is not None and not os.path.isabs(self.queue_dir):
+            raise ConfigError(f"queue_dir must be an absolute path, got {self.queue_dir!r}")
         if self.stitch_rule not in STITCH_RULES:
             raise ConfigError(f"stitch_rule must be one of {', '.join(STITCH_RULES)}, got {self.stitch_rule!r}")
         for f in dataclasses.fields(self):
@@ -84,6 +90,9 @@ class ProcessorConfig:
             "queue_max_bytes",
             "export_batch_max_bytes",
             "export_timeout_seconds",
+            "http_max_connections",
+            "http_idle_timeout_seconds",
+            "export_stall_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
@@ -109,7 +118,7 @@ def _coerce(name: str, raw: Any) -> Any:
             if isinstance(raw, str):
                 return [part.strip() for part in raw.split(",") if part.strip()]
             return [str(item) for item in raw]
-        if name in ("grpc_listen", "http_listen"):
+        if name in ("grpc_listen", "http_listen", "queue_dir"):
             # YAML 1.1 reads a bare `off` / `no` as false: that means "disabled" too.
             if raw is None or raw is False or str(raw).strip().lower() in ("", "none", "off", "false"):
                 return None

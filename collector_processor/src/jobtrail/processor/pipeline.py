@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -22,6 +23,7 @@ from jobtrail.processor.backpressure import Overloaded
 from jobtrail.processor.config import ProcessorConfig
 from jobtrail.processor.exporters import exporter_for
 from jobtrail.processor.hold import HoldStore
+from jobtrail.processor.hold_journal import HELD_JOURNAL_DIR, HoldJournal
 from jobtrail.processor.receivers.grpc import GrpcReceiver
 from jobtrail.processor.receivers.http import HttpReceiver
 from jobtrail.processor.stitch import UNCHANGED_REASONS, Stitcher, StitchResult
@@ -64,8 +66,9 @@ class Pipeline:
         self._stopping = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="hold-window", daemon=True)
         self._declare_series()
+        self._journal = HoldJournal(os.path.join(config.queue_dir, HELD_JOURNAL_DIR)) if config.queue_dir else None
         self._grpc = GrpcReceiver(config, self.consume, self.telemetry) if config.grpc_listen else None
-        self._http = HttpReceiver(config, self.consume, self.telemetry) if config.http_listen else None
+        self._http = HttpReceiver(config, self.consume, self.telemetry, self.health) if config.http_listen else None
         self._started = False
 
     @property
@@ -79,6 +82,8 @@ class Pipeline:
     def start(self) -> None:
         for exporter in self.exporters:
             exporter.start()
+        if self._journal:
+            self._replay_held()
         self._ticker.start()
         if self._grpc:
             self._grpc.start()
@@ -106,26 +111,40 @@ class Pipeline:
             # Under the lock: a request still in flight is either fully queued already or refused as retryable.
             self._stopping.set()
             self._forward(self.stitcher.drain())
+            if self._journal:
+                self._journal.commit_all()
         if self._started:
             self._ticker.join()
         for exporter in self.exporters:
             exporter.stop(max(deadline - time.monotonic(), 0.0))
+        if self._journal:
+            self._journal.close()
         logger.info("jobtrail processor stopped: %s", self.telemetry.summary())
+
+    def health(self) -> list[str]:
+        """What ``/healthz`` reports: every exporter's problems (a dead or stalled export loop); empty when fine."""
+        now = time.monotonic()
+        problems = [problem for exporter in self.exporters for problem in exporter.problems(now)]
+        return problems + [self._journal.error] if self._journal and self._journal.error else problems
 
     # --- the consume path (called by the receivers' threads) ---------------------------------------
     def consume(self, request: ExportTraceServiceRequest, original: bytes | None) -> tuple[int, str]:
         """Stitch and queue one request; ``(rejected_spans, message)`` for a partial-success answer."""
         spans = sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
         size = len(original) if original is not None else request.ByteSize()
+        incoming = HoldJournal.incoming(request, original) if self._journal else None
         with self._lock:
             full = [exporter.url for exporter in self.exporters if not exporter.has_room(spans, size)]
             if full or self._stopping.is_set():
                 self.telemetry.add(REQUESTS_REFUSED, reason=REFUSED_OVERLOADED)
                 why = f"export queue full ({', '.join(full)})" if full else "processor is shutting down"
                 raise Overloaded(f"{why}; retry later", self.config.retry_after_seconds)
-            result = self.stitcher.process(request, time.monotonic())
+            now = time.monotonic()
+            result = self.stitcher.process(request, now)
             self.telemetry.add(SPANS_RECEIVED, spans)
             self._forward(result, original)
+            if self._journal and incoming:
+                self._journal.record(incoming, result.request, result.modified, now)
         return result.rejected, result.rejected_reason
 
     def _forward(self, result: StitchResult, original: bytes | None = None) -> None:
@@ -140,6 +159,20 @@ class Pipeline:
         for exporter in self.exporters:
             exporter.put(payload, result.spans_out)
 
+    def _replay_held(self) -> None:
+        """After a crash with ``queue_dir``: the spans that were held go through the stitcher again."""
+        assert self._journal is not None
+        now = time.monotonic()
+        replayed = 0
+        with self._lock:
+            for request in self._journal.replay(now):
+                replayed += sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
+                result = self.stitcher.process(request, now)
+                self._forward(result)
+            self.telemetry.add(SPANS_RECEIVED, replayed)
+        if replayed:
+            logger.info("%d held spans from before a crash are back (%s)", replayed, self.config.queue_dir)
+
     # --- housekeeping -------------------------------------------------------------------------------
     def _tick(self) -> None:
         """Forward traces whose hold window ended; log the counters now and then."""
@@ -149,6 +182,8 @@ class Pipeline:
             now = time.monotonic()
             with self._lock:
                 self._forward(self.stitcher.expire(now))
+                if self._journal:  # what was held before now - hold_seconds is in the export queues now
+                    self._journal.commit_before(now - self.config.hold_seconds)
             if now >= next_log:
                 logger.info("jobtrail processor counters: %s", self.telemetry.summary())
                 next_log = now + self.config.log_interval_seconds

@@ -24,6 +24,9 @@ EXPORT_FAILURES = "jobtrail_processor_export_failures_total"
 SPANS_EXPORT_DROPPED = "jobtrail_processor_spans_export_dropped_total"
 EXPORT_QUEUE_SPANS = "jobtrail_processor_export_queue_spans"
 EXPORT_QUEUE_BYTES = "jobtrail_processor_export_queue_bytes"
+EXPORT_BATCH_LIMIT_BYTES = "jobtrail_processor_export_batch_limit_bytes"
+EXPORT_STALLED = "jobtrail_processor_export_stalled"
+EXPORT_THREAD_RESTARTS = "jobtrail_processor_export_thread_restarts_total"
 
 REFUSED_BAD_REQUEST = "bad_request"
 REFUSED_TOO_LARGE = "too_large"
@@ -54,6 +57,12 @@ HELP = {
     SPANS_EXPORT_DROPPED: ("counter", "Spans given up on (permanent error or shutdown timeout), by exporter."),
     EXPORT_QUEUE_SPANS: ("gauge", "Spans waiting in an exporter's queue, by exporter."),
     EXPORT_QUEUE_BYTES: ("gauge", "Serialized bytes waiting in an exporter's queue, by exporter."),
+    EXPORT_BATCH_LIMIT_BYTES: ("gauge", "Current batch size limit (halves on a timeout, grows back), by exporter."),
+    EXPORT_STALLED: (
+        "gauge",
+        "1 while an exporter is unhealthy (loop gone, nothing delivered for export_stall_seconds, disk refusing).",
+    ),
+    EXPORT_THREAD_RESTARTS: ("counter", "Export loops restarted after an unexpected error, by exporter."),
 }
 
 Labels = tuple[tuple[str, str], ...]

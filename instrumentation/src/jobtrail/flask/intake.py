@@ -12,6 +12,7 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
+from email.message import Message
 from urllib.parse import urlsplit
 
 from jobtrail.conventions import (
@@ -75,7 +76,8 @@ def span_intake_blueprint(
     ``http://host:port`` gets ``/v1/traces``); by default the one the ``OTEL_EXPORTER_OTLP_*``
     variables configure (:func:`configured_traces_endpoint`). Refusals: 403 foreign ``Origin``,
     415 anything but ``application/json``, 413 over ``max_bytes``, 400 not a JSON object, 502
-    collector unreachable. The collector's own status and body are relayed otherwise.
+    collector unreachable. The collector's own status and body are relayed otherwise, with its
+    ``Retry-After`` when it sent one (a 429/503 asking the page to come back later).
     """
     if forward_to is None:
         forward_to = configured_traces_endpoint()
@@ -127,7 +129,7 @@ def span_intake_blueprint(
             return with_cors(refuse(REASON_PAYLOAD_TOO_LARGE, 413, detail=f"at most {max_bytes} bytes"))
         try:
             is_object = isinstance(json.loads(body), dict)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
             is_object = False
         if not is_object:
             detail = "expected an OTLP/JSON ExportTraceServiceRequest"
@@ -142,12 +144,18 @@ def _forward(upstream: str, body: bytes, timeout_s: float) -> flask.Response:
     forwarded = urllib.request.Request(upstream, data=body, method="POST", headers={"Content-Type": JSON_CONTENT_TYPE})
     try:
         with _DIRECT.open(forwarded, timeout=timeout_s) as answer:
-            return _relay(answer.status, answer.headers.get("Content-Type"), answer.read(_MAX_UPSTREAM_BODY))
+            return _relay(answer.status, answer.headers, answer.read(_MAX_UPSTREAM_BODY))
     except urllib.error.HTTPError as answer:
-        return _relay(answer.code, answer.headers.get("Content-Type"), answer.read(_MAX_UPSTREAM_BODY))
+        return _relay(answer.code, answer.headers, answer.read(_MAX_UPSTREAM_BODY))
     except (urllib.error.URLError, OSError):
         return refuse(REASON_COLLECTOR_UNREACHABLE, 502)
 
 
-def _relay(status: int, content_type: str | None, body: bytes) -> flask.Response:
-    return flask.Response(body, status=status, content_type=content_type or JSON_CONTENT_TYPE)
+def _relay(status: int, headers: Message, body: bytes) -> flask.Response:
+    """The collector's answer as the page's answer: status, body, content type, and its Retry-After (the OTLP
+    exporter in the page waits that long before it retries a 429/503)."""
+    response = flask.Response(body, status=status, content_type=headers.get("Content-Type") or JSON_CONTENT_TYPE)
+    retry_after = headers.get("Retry-After")
+    if retry_after is not None:
+        response.headers["Retry-After"] = retry_after
+    return response

@@ -30,6 +30,8 @@ from jobtrail.conventions import (
     ATTR_JOB_FUNC_NAME,
     ATTR_JOB_OUTCOME,
     ATTR_JOB_QUEUE_WAIT_MS,
+    ATTR_JOB_REQUEUED,
+    ATTR_JOB_REQUEUED_AT,
     ATTR_JOB_RETRIES_LEFT,
     ATTR_LINK_TYPE,
     ATTR_MESSAGING_DESTINATION_NAME,
@@ -60,13 +62,15 @@ from jobtrail.conventions import (
     PROPAGATION_LINK,
     PROPAGATION_NONE,
     REQUEST_ID_BAGGAGE_KEY,
+    pickup_span_name,
     process_span_name,
 )
 from jobtrail.logs import job_log_scope
-from jobtrail.rq.carrier import AttemptRecord, extract_creation_context
+from jobtrail.rq.carrier import AttemptRecord, MetaProblems, extract_creation_context
 from jobtrail.rq.utils import call_argument, qualified_name
 from opentelemetry import baggage, context, trace
 from opentelemetry.context import Context
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import INVALID_SPAN, Link, SpanKind, Status, StatusCode
 
 from rq.job import Job, Retry
@@ -76,6 +80,14 @@ _log = logging.getLogger("jobtrail.rq")
 ERROR_TYPE_HORSE_TERMINATED = "work_horse_terminated"
 ERROR_TYPE_STOPPED = "job_stopped"
 _MAX_ERROR_MESSAGE = 1024
+_MARKER_ATTRIBUTES = (
+    ATTR_MESSAGING_SYSTEM,
+    ATTR_MESSAGING_DESTINATION_NAME,
+    ATTR_MESSAGING_MESSAGE_ID,
+    ATTR_JOB_ATTEMPT,
+    ATTR_REQUEST_ID,
+)
+"""What the pickup marker repeats from its attempt: enough to find the job and its request while it runs."""
 
 
 @dataclass(frozen=True)
@@ -115,12 +127,20 @@ class Attempt:
         start_time_ns: int | None = None,
     ) -> None:
         self.job_id = job.id
-        self.record = AttemptRecord.read(job.id, job.meta)
+        problems = MetaProblems()
+        self.record = AttemptRecord.read(job.meta, problems)
         self.number = self.record.attempts + 1
+        self.requeued = self.record.final
+        self.record.final = False  # until this attempt ends the run
         self._outcome: str | None = None
         self._retries_left: int | None = None
-        creation = extract_creation_context(job.id, job.meta) if propagation != PROPAGATION_NONE else None
-        parent, links = _parent_and_links(creation, propagation, self.record)
+        creation = extract_creation_context(job.meta, problems) if propagation != PROPAGATION_NONE else None
+        if problems:
+            _log.warning("job %s: ignoring unusable values in job.meta: %s", job.id, problems)
+        parent, enqueued_by = _parent_and_creator_link(creation, propagation)
+        links = [enqueued_by] if enqueued_by is not None else []
+        if self.record.last_span is not None:
+            links.append(Link(self.record.last_span, {ATTR_LINK_TYPE: LINK_TYPE_RETRY_OF}))
         request_id = baggage.get_baggage(REQUEST_ID_BAGGAGE_KEY, parent)
         attributes: dict[str, Any] = {
             ATTR_MESSAGING_SYSTEM: MESSAGING_SYSTEM_RQ,
@@ -136,19 +156,46 @@ class Attempt:
             attributes[ATTR_JOB_FUNC_NAME] = func_name
         if request_id is not None:
             attributes[ATTR_REQUEST_ID] = str(request_id)
-        start_s = start_time_ns / 1e9 if start_time_ns is not None else time.time()
+        if self.requeued:
+            attributes[ATTR_JOB_REQUEUED] = True
+            if job.enqueued_at is not None:  # RQ sets it when the requeue puts the job back on its queue
+                attributes[ATTR_JOB_REQUEUED_AT] = _aware(job.enqueued_at).isoformat()
+        self.start_time_ns = start_time_ns if start_time_ns is not None else time.time_ns()
         runnable_at = _runnable_at(job, self.record)
         if runnable_at is not None:
-            attributes[ATTR_JOB_QUEUE_WAIT_MS] = max(0.0, (start_s - runnable_at) * 1000.0)
+            attributes[ATTR_JOB_QUEUE_WAIT_MS] = max(0.0, (self.start_time_ns / 1e9 - runnable_at) * 1000.0)
         self.span = tracer.start_span(
             process_span_name(job.origin),
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
             links=links,
-            start_time=start_time_ns,
+            start_time=self.start_time_ns,
         )
         self.context = trace.set_span_in_context(self.span, parent)
+        self._tracer = tracer
+        self._queue = job.origin
+        self._enqueued_by = enqueued_by
+        self._marker_attributes = {key: attributes[key] for key in _MARKER_ATTRIBUTES if key in attributes}
+
+    def mark_pickup(self) -> None:
+        """The zero-duration ``pickup {queue}`` marker: ended now, so it is exported long before the attempt span.
+
+        It carries the attempt's ``enqueued_by`` link, so the collector processor can route the attempt's trace
+        (and show the attempt as running) while the job is still going.
+        """
+        try:
+            marker = self._tracer.start_span(
+                pickup_span_name(self._queue),
+                context=self.context,
+                kind=SpanKind.INTERNAL,
+                attributes=self._marker_attributes,
+                links=[self._enqueued_by] if self._enqueued_by is not None else None,
+                start_time=self.start_time_ns,
+            )
+            marker.end(end_time=self.start_time_ns)
+        except Exception:  # the attempt span and the job go on without it
+            _log.warning("job %s: could not record its pickup marker", self.job_id, exc_info=True)
 
     @property
     def decided(self) -> bool:
@@ -160,8 +207,10 @@ class Attempt:
         self._retries_left = retry.retries_left if retry is not None else 0
         if error is not None:
             self._record_error(error, final=retry is None)
+        self.record.runnable_at = None
         if retry is not None:
             next_run_at = retry.next_run_at
+            self.record.runnable_at = next_run_at.timestamp()
             self.span.add_event(
                 EVENT_RETRY_SCHEDULED,
                 {
@@ -179,7 +228,7 @@ class Attempt:
                 next_run_at.isoformat(),
                 retry.retries_left,
             )
-            self.record.runnable_at = next_run_at.timestamp()
+        self.record.final = retry is None
         self.record.attempts = self.number
         self.record.last_span = self.span.get_span_context()
         self.record.write(job.meta)
@@ -229,20 +278,44 @@ class Attempt:
 _ACTIVE: ContextVar[Attempt | None] = ContextVar("jobtrail_rq_attempt", default=None)
 
 
+ConsumeHook = Callable[[trace.Span, Job], None]
+"""``consume_hook(span, job)``: called when an attempt span starts, to add what the app knows (like contrib's
+kafka ``consume_hook``). Its exceptions are logged and never reach RQ."""
+
+
 class WorkerHooks:
     """The wrappers of the worker side."""
 
-    def __init__(self, tracer: trace.Tracer, propagation: str, flush: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        propagation: str,
+        flush: Callable[[str], object],
+        consume_hook: ConsumeHook | None = None,
+    ) -> None:
         self._tracer = tracer
         self._propagation = propagation
         self._flush = flush
+        self._consume_hook = consume_hook
+
+    def _start(self, job: Job, worker: Any, start_time_ns: int | None = None) -> Attempt:
+        attempt = Attempt(self._tracer, job, worker, self._propagation, start_time_ns)
+        if self._consume_hook is not None and attempt.span.is_recording():
+            try:
+                self._consume_hook(attempt.span, job)
+            except Exception:
+                _log.warning("job %s: consume_hook raised", job.id, exc_info=True)
+        return attempt
 
     def perform_job(
         self, wrapped: Callable[..., Any], worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        if not is_instrumentation_enabled():
+            return wrapped(*args, **kwargs)
         job = call_argument(args, kwargs, 0, "job")
         try:
-            attempt = Attempt(self._tracer, job, worker, self._propagation)
+            attempt = self._start(job, worker)
+            attempt.mark_pickup()
         except Exception:  # never let tracing change the job
             _log.warning("job %s: could not start its attempt span", getattr(job, "id", "?"), exc_info=True)
             return wrapped(*args, **kwargs)
@@ -267,7 +340,7 @@ class WorkerHooks:
             _ACTIVE.reset(active)
             attempt.finish(job)
             if getattr(worker, "is_horse", False):
-                self._flush()  # the horse leaves with os._exit: nothing queued would be exported
+                self._flush(attempt.job_id)  # the horse leaves with os._exit: nothing queued would be exported
 
     def handle_job_failure(
         self, wrapped: Callable[..., Any], worker: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -275,12 +348,15 @@ class WorkerHooks:
         job = call_argument(args, kwargs, 0, "job")
         active = _ACTIVE.get()
         from_parent = active is None or active.job_id != job.id
+        if from_parent and not is_instrumentation_enabled():
+            return wrapped(*args, **kwargs)
         retroactive: Attempt | None = None  # the horse died: this process records the attempt and ends it
+        attempt: Attempt | None = active
         try:
             if from_parent:
-                retroactive = Attempt(self._tracer, job, worker, self._propagation, _ns(job.started_at))
-            attempt = retroactive if from_parent else active
-            self._decide_failure(attempt, job, worker, kwargs.get("exc_string") or "", from_parent)
+                attempt = retroactive = self._start(job, worker, _ns(job.started_at))
+            if attempt is not None:
+                self._decide_failure(attempt, job, worker, kwargs.get("exc_string") or "", from_parent)
         except Exception:
             _log.warning("job %s: could not record its failed attempt", job.id, exc_info=True)
         try:
@@ -288,6 +364,8 @@ class WorkerHooks:
         finally:
             if retroactive is not None:
                 retroactive.finish(job)
+            if attempt is not None and attempt.record.final:
+                _keep_final_record(job, attempt.record)
 
     def _decide_failure(self, attempt: Attempt, job: Job, worker: Any, exc_string: str, from_parent: bool) -> None:
         stopped = getattr(worker, "_stopped_job_id", None) == job.id
@@ -327,29 +405,42 @@ class WorkerHooks:
                     attempt.decide(OUTCOME_RETRY_SCHEDULED, error, plan, job)
             except Exception:
                 _log.warning("job %s: could not record its retry", job.id, exc_info=True)
-        return wrapped(*args, **kwargs)
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            if attempt is not None and attempt.job_id == job.id and attempt.record.final:
+                _keep_final_record(job, attempt.record)
 
 
-def _parent_and_links(creation: Context | None, propagation: str, record: AttemptRecord) -> tuple[Context, list[Link]]:
+def _keep_final_record(job: Job, record: AttemptRecord) -> None:
+    """RQ saves no meta when a run ends in failure: store the record, so a requeued run counts on.
+
+    Read-modify-write of the meta alone, on this failure path only, so keys the job itself saved survive.
+    """
+    try:
+        job.get_meta(refresh=True)
+        record.write(job.meta)
+        job.save_meta()
+    except Exception:
+        _log.warning("job %s: could not keep its attempt count for a requeue", job.id, exc_info=True)
+
+
+def _parent_and_creator_link(creation: Context | None, propagation: str) -> tuple[Context, Link | None]:
     """A new trace root linked to the creation context (``link``), its child (``child``), or neither."""
-    links: list[Link] = []
     if creation is None:
-        parent = Context()
-    elif propagation == PROPAGATION_CHILD:
-        parent = creation
-    else:
-        creator = trace.get_current_span(creation).get_span_context()
-        if propagation == PROPAGATION_LINK and creator.is_valid:
-            links.append(Link(creator, {ATTR_LINK_TYPE: LINK_TYPE_ENQUEUED_BY}))
-        parent = trace.set_span_in_context(INVALID_SPAN, creation)  # a new root that keeps the baggage
-    if record.last_span is not None:
-        links.append(Link(record.last_span, {ATTR_LINK_TYPE: LINK_TYPE_RETRY_OF}))
-    return parent, links
+        return Context(), None
+    if propagation == PROPAGATION_CHILD:
+        return creation, None
+    parent = trace.set_span_in_context(INVALID_SPAN, creation)  # a new root that keeps the baggage
+    creator = trace.get_current_span(creation).get_span_context()
+    if propagation == PROPAGATION_LINK and creator.is_valid:
+        return parent, Link(creator, {ATTR_LINK_TYPE: LINK_TYPE_ENQUEUED_BY})
+    return parent, None
 
 
 def _runnable_at(job: Job, record: AttemptRecord) -> float | None:
-    """When this attempt could have started: the retry's or schedule's due time, else when it was queued."""
-    if record.runnable_at is not None:
+    """When this attempt could have started: the retry's or schedule's due time, else when it was (re)queued."""
+    if record.runnable_at is not None:  # a final attempt clears it: a requeued run counts from its requeue
         return record.runnable_at
     if job.enqueued_at is not None:
         return _aware(job.enqueued_at).timestamp()

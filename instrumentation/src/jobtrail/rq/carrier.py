@@ -1,99 +1,131 @@
-"""What travels in ``job.meta``: the creation context, and the bookkeeping that spans retries.
+"""What travels in ``job.meta``: the creation context, and the bookkeeping that spans attempts.
 
 The creation context is written once, when the job is created, and never again: retries,
 scheduler promotion and dependency release keep the job's meta as it is. The attempt record
 rides along with the job when RQ saves it for a retry, so it costs no Redis round trip.
-Anything found malformed is ignored with one warning naming the job: the job still runs.
+``job.meta`` is anyone's to write, so every value read back is checked (type, finite, in range):
+what is unusable is dropped, the rest is kept, and the caller logs one warning naming the job.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import MutableMapping
-from dataclasses import dataclass
-from typing import Any
+import math
+import re
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, TypeGuard
 
 from jobtrail.conventions import JOB_META_ATTEMPTS_KEY, JOB_META_CARRIER_KEY
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanContext, TraceFlags
 
-_log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 1_000_000
+"""More attempts than any retry policy makes: a larger count is garbage, not history."""
+MAX_EPOCH_S = 2**32
+"""Due times past 2106 are garbage (and beyond ``datetime``'s range soon after)."""
+MAX_CARRIER_ENTRIES = 16
+MAX_CARRIER_VALUE = 8192
+"""The W3C baggage header limit; tracecontext values are far shorter."""
+MAX_ERROR_TEXT = 1024
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_SPAN_ID = re.compile(r"[0-9a-f]{16}")
 
 
-def inject_creation_context(meta: MutableMapping[str, Any]) -> None:
-    """Write the current context (traceparent, tracestate, baggage) into ``meta`` unless it has one."""
+@dataclass
+class MetaProblems:
+    """What was found unusable in one job's meta: reported once, in one warning."""
+
+    found: list[str] = field(default_factory=list)
+
+    def add(self, what: str) -> None:
+        self.found.append(what)
+
+    def __bool__(self) -> bool:
+        return bool(self.found)
+
+    def __str__(self) -> str:
+        return "; ".join(self.found)
+
+
+def inject_creation_context(meta: MutableMapping[str, Any], context: Context | None = None) -> None:
+    """Write ``context`` (default: the current one) into ``meta`` through the global propagator, unless it has one."""
     if JOB_META_CARRIER_KEY in meta:
         return
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    propagate.inject(carrier, context=context)
     if carrier:
         meta[JOB_META_CARRIER_KEY] = carrier
 
 
-def extract_creation_context(job_id: str, meta: Any) -> Context | None:
-    """The job's creation context (span context and baggage), or None when absent or malformed."""
-    raw = meta.get(JOB_META_CARRIER_KEY) if isinstance(meta, dict) else None
+def extract_creation_context(meta: Any, problems: MetaProblems) -> Context | None:
+    """The job's creation context (span context and baggage), or None when absent or unusable."""
+    raw = meta.get(JOB_META_CARRIER_KEY) if isinstance(meta, Mapping) else None
     if raw is None:
         return None
-    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
-        _log.warning("job %s: ignoring its trace context in job.meta: not a dict of strings", job_id)
+    if (
+        not isinstance(raw, Mapping)
+        or len(raw) > MAX_CARRIER_ENTRIES
+        or not all(isinstance(k, str) and isinstance(v, str) and len(v) <= MAX_CARRIER_VALUE for k, v in raw.items())
+    ):
+        problems.add(f"{JOB_META_CARRIER_KEY}: not a small dict of strings")
         return None
-    extracted = propagate.extract(raw)
+    extracted = propagate.extract(dict(raw))
     if "traceparent" in raw and not trace.get_current_span(extracted).get_span_context().is_valid:
-        _log.warning("job %s: ignoring its trace context in job.meta: malformed traceparent", job_id)
+        problems.add(f"{JOB_META_CARRIER_KEY}: malformed traceparent")
         return None
     return extracted
 
 
 @dataclass
 class AttemptRecord:
-    """How many attempts ran before, the last one's span, the first error, and when the job became runnable."""
+    """The attempts before this one: how many, the last one's span, whether it ended the run, first error, due time."""
 
     attempts: int = 0
     last_span: SpanContext | None = None
+    final: bool = False
+    """The last attempt ended the job's run (failed, stopped or abandoned for good): a next one follows a requeue."""
     first_error_type: str | None = None
     first_error_message: str | None = None
     runnable_at: float | None = None
     """Epoch seconds: the retry's or ``enqueue_at``'s due time (the scheduler promotes a little later)."""
 
     @classmethod
-    def read(cls, job_id: str, meta: Any) -> AttemptRecord:
-        raw = meta.get(JOB_META_ATTEMPTS_KEY) if isinstance(meta, dict) else None
+    def read(cls, meta: Any, problems: MetaProblems) -> AttemptRecord:
+        """The record in ``meta``, keeping every field that is usable and noting the others."""
+        raw = meta.get(JOB_META_ATTEMPTS_KEY) if isinstance(meta, Mapping) else None
         if raw is None:
             return cls()
-        try:
-            return cls._parse(raw)
-        except (TypeError, ValueError, KeyError):
-            _log.warning("job %s: ignoring malformed attempt bookkeeping in job.meta", job_id)
+        if not isinstance(raw, Mapping):
+            problems.add(f"{JOB_META_ATTEMPTS_KEY}: not a dict")
             return cls()
-
-    @classmethod
-    def _parse(cls, raw: Any) -> AttemptRecord:
-        if not isinstance(raw, dict):
-            raise TypeError("not a dict")
+        record = cls()
         attempts = raw.get("attempts", 0)
-        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
-            raise ValueError("attempts")
-        last_span = None
+        if _is_int(attempts) and 0 <= attempts <= MAX_ATTEMPTS:
+            record.attempts = attempts
+        else:
+            problems.add(f"{JOB_META_ATTEMPTS_KEY}.attempts: not an attempt count")
         if raw.get("last_span") is not None:
-            span = raw["last_span"]
-            last_span = SpanContext(
-                trace_id=int(span["trace_id"], 16),
-                span_id=int(span["span_id"], 16),
-                is_remote=True,
-                trace_flags=TraceFlags(int(span.get("flags", 0))),
-            )
-            if not last_span.is_valid:
-                raise ValueError("last_span")
+            record.last_span = _span_context(raw["last_span"])
+            if record.last_span is None:
+                problems.add(f"{JOB_META_ATTEMPTS_KEY}.last_span: not a valid span context")
+        final = raw.get("final", False)
+        if isinstance(final, bool):
+            record.final = final
+        else:
+            problems.add(f"{JOB_META_ATTEMPTS_KEY}.final: not a boolean")
+        for name in ("first_error_type", "first_error_message"):
+            value = raw.get(name)
+            if isinstance(value, str):
+                setattr(record, name, value[:MAX_ERROR_TEXT])
+            elif value is not None:
+                problems.add(f"{JOB_META_ATTEMPTS_KEY}.{name}: not a string")
         runnable_at = raw.get("runnable_at")
-        return cls(
-            attempts=attempts,
-            last_span=last_span,
-            first_error_type=_optional_str(raw.get("first_error_type")),
-            first_error_message=_optional_str(raw.get("first_error_message")),
-            runnable_at=float(runnable_at) if runnable_at is not None else None,
-        )
+        if _is_epoch(runnable_at):
+            record.runnable_at = float(runnable_at)
+        elif runnable_at is not None:
+            problems.add(f"{JOB_META_ATTEMPTS_KEY}.runnable_at: not a time")
+        return record
 
     def write(self, meta: MutableMapping[str, Any]) -> None:
         meta[JOB_META_ATTEMPTS_KEY] = {
@@ -105,13 +137,34 @@ class AttemptRecord:
                 "span_id": trace.format_span_id(self.last_span.span_id),
                 "flags": int(self.last_span.trace_flags),
             },
+            "final": self.final,
             "first_error_type": self.first_error_type,
             "first_error_message": self.first_error_message,
             "runnable_at": self.runnable_at,
         }
 
 
-def _optional_str(value: Any) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise TypeError("not a string")
-    return value
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_epoch(value: Any) -> TypeGuard[float]:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value) and 0 < value < MAX_EPOCH_S
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _span_context(raw: Any) -> SpanContext | None:
+    """A remote span context from its stored form, or None when any part is unusable."""
+    if not isinstance(raw, Mapping):
+        return None
+    trace_id, span_id, flags = raw.get("trace_id"), raw.get("span_id"), raw.get("flags", 0)
+    if not (isinstance(trace_id, str) and _TRACE_ID.fullmatch(trace_id) and isinstance(span_id, str)):
+        return None
+    if not (_SPAN_ID.fullmatch(span_id) and _is_int(flags) and 0 <= flags <= 0xFF):
+        return None
+    context = SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(flags))
+    return context if context.is_valid else None

@@ -11,7 +11,13 @@ from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 from jobtrail.otlp import CONTENT_TYPE_PROTOBUF, HTTP_TRACES_PATH
 from jobtrail.processor.config import ProcessorConfig
-from jobtrail.processor.exporters.base import PermanentExportError, QueuedExporter, RetryableExportError
+from jobtrail.processor.exporters.base import (
+    RECONNECT_PROBE_SECONDS,
+    ExportTimeout,
+    PermanentExportError,
+    QueuedExporter,
+    RetryableExportError,
+)
 from jobtrail.processor.telemetry import Telemetry
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
@@ -20,7 +26,10 @@ RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds to wait: delta-seconds or an HTTP date (RFC 9110)."""
+    """Retry-After as seconds to wait: delta-seconds or an HTTP date (RFC 9110); None when absent or unreadable.
+
+    Not clamped here (see ``clamp_retry_delay``); a date in the past is 0.
+    """
     if not value:
         return None
     value = value.strip()
@@ -28,9 +37,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
 class HttpExporter(QueuedExporter):
@@ -45,17 +54,37 @@ class HttpExporter(QueuedExporter):
         self._connection: http.client.HTTPConnection | None = None
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
+        """The keep-alive connection, connected (a failure here means nothing was sent: unreachable)."""
         if self._connection is None:
             cls = http.client.HTTPSConnection if self._secure else http.client.HTTPConnection
-            self._connection = cls(self._netloc, timeout=timeout)
+            connection = cls(self._netloc, timeout=timeout)
+            try:
+                connection.connect()
+            except OSError as error:
+                connection.close()
+                raise RetryableExportError(f"cannot connect: {error!r}", unreachable=True) from None
+            self._connection = connection
         return self._connection
+
+    def reachable(self) -> bool:
+        """A TCP connect succeeds (the connection is kept for the retry)."""
+        try:
+            self._connect(RECONNECT_PROBE_SECONDS)
+        except RetryableExportError:
+            return False
+        return True
 
     def send(self, payload: bytes, timeout: float) -> int:
         connection = self._connect(timeout)
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout)
         try:
             connection.request("POST", self._path, body=payload, headers={"Content-Type": CONTENT_TYPE_PROTOBUF})
             response = connection.getresponse()
             body = response.read()
+        except TimeoutError as error:
+            self.close()
+            raise ExportTimeout(f"no answer within {timeout}s: {error!r}") from None
         except (OSError, http.client.HTTPException) as error:
             self.close()
             raise RetryableExportError(f"connection failed: {error!r}") from None

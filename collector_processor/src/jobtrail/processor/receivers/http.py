@@ -1,7 +1,12 @@
 """OTLP/HTTP receiver: ``POST /v1/traces`` (protobuf or JSON, optionally gzip), plus ``/healthz`` and ``/metrics``.
 
+The transport is waitress, a production WSGI server: an event loop reads every request (headers and body,
+chunked or with a length) before one of a fixed pool of worker threads sees it, so a slow or stalled client
+costs a socket and a buffer, never a thread; bodies over a few hundred KiB are buffered in a temporary file, not
+in memory; connections are capped and idle ones are closed. See docs/processor.md ("Bounds").
+
 Errors answer the way OTLP/HTTP clients understand: a ``google.rpc.Status`` body in the request's encoding,
-503 + Retry-After when the processor is full (retryable), 400/405/411/413/415 for requests that would fail the
+503 + Retry-After when the processor is full (retryable), 400/405/413/415 for requests that would fail the
 same way again (not retryable).
 """
 
@@ -12,8 +17,11 @@ import logging
 import math
 import threading
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
 
+import waitress.server
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, status_pb2
@@ -40,6 +48,15 @@ logger = logging.getLogger("jobtrail.processor.receivers.http")
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+WORKER_THREADS = 4
+"""Threads that decode and consume complete requests (the consume path is serialized by the pipeline's lock)."""
+MAX_HEADER_BYTES = 64 * 1024
+BODY_IN_MEMORY_BYTES = 256 * 1024
+"""Per connection: body bytes kept in memory while a request arrives; beyond that waitress spools to a temp file."""
+
+Health = Callable[[], "list[str]"]
+"""``health() -> problems``; an empty list means healthy (``/healthz`` answers 503 with the problems otherwise)."""
+StartResponse = Callable[..., Any]
 
 
 class RequestRefused(Exception):
@@ -53,154 +70,158 @@ class RequestRefused(Exception):
 
 
 class HttpReceiver:
-    """Listens on ``config.http_listen`` with a thread per connection (keep-alive HTTP/1.1)."""
+    """Serves the OTLP/HTTP app on ``config.http_listen`` with waitress, in a thread of its own."""
 
-    def __init__(self, config: ProcessorConfig, consume: Consume, telemetry: Telemetry) -> None:
+    def __init__(self, config: ProcessorConfig, consume: Consume, telemetry: Telemetry, health: Health) -> None:
         assert config.http_listen is not None
         host, port = split_host_port(config.http_listen, "http_listen")
-        handler = type("OtlpHttpHandler", (_Handler,), {"config": config, "consume": consume, "telemetry": telemetry})
+        app = OtlpHttpApp(config, consume, telemetry, health)
         try:
-            self._server = ThreadingHTTPServer((host, port), handler)
+            self._server = waitress.server.create_server(
+                app,
+                host=host,
+                port=port,
+                threads=WORKER_THREADS,
+                connection_limit=config.http_max_connections,
+                channel_timeout=config.http_idle_timeout_seconds,
+                cleanup_interval=max(min(config.http_idle_timeout_seconds / 2, 30.0), 0.1),
+                # Twice the OTLP limit: the app refuses anything over max_request_bytes with a proper OTLP 413;
+                # waitress stops a body past this hard cap itself (plain-text 413) without reading the rest.
+                max_request_body_size=2 * config.max_request_bytes + 1,
+                max_request_header_size=MAX_HEADER_BYTES,
+                inbuf_overflow=BODY_IN_MEMORY_BYTES,
+                ident="jobtrail-processor",
+                expose_tracebacks=False,
+            )
         except OSError as error:
             raise OSError(f"cannot listen on {config.http_listen} (HTTP): {error.strerror or error}") from None
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="otlp-http", daemon=True
-        )
+        self.port: int = self._server.effective_port
+        self._thread = threading.Thread(target=self._server.run, name="otlp-http", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        """Close the listener and every connection (in the server's own loop), then stop the worker threads (each
+        finishes the request at hand, for up to 5 s)."""
+        server = self._server
+        socket_map = server._map  # waitress's own map of its sockets
 
+        def close_all() -> None:
+            for dispatcher in list(socket_map.values()):
+                dispatcher.close()
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "jobtrail-processor"
-    config: ProcessorConfig
-    consume: Consume
-    telemetry: Telemetry
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the stdlib's signature)
-        logger.debug("%s - " + format, self.address_string(), *args)
-
-    # --- routes ---------------------------------------------------------------------------------
-    def do_GET(self) -> None:
-        if self.path == HEALTH_PATH:
-            self._send(200, CONTENT_TYPE_JSON, b'{"status":"ok"}')
-        elif self.path == METRICS_PATH:
-            self._send(200, METRICS_CONTENT_TYPE, self.telemetry.render_prometheus().encode("utf-8"))
-        elif self.path == HTTP_TRACES_PATH:
-            self._method_not_allowed()
+        if self._thread.is_alive():
+            try:
+                server.trigger.pull_trigger(close_all)  # runs in the server's own loop
+            except OSError:  # the loop's wake-up pipe is already closed: close from here, the loop then ends
+                close_all()
+            self._thread.join(5.0)
         else:
-            self._send(404, CONTENT_TYPE_JSON, b'{"error":"not found"}')
+            close_all()
+        server.task_dispatcher.shutdown(timeout=5)
 
-    def do_POST(self) -> None:
-        media_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+class OtlpHttpApp:
+    """The WSGI app: routes, body decoding and the OTLP answers (the transport is waitress's job)."""
+
+    def __init__(self, config: ProcessorConfig, consume: Consume, telemetry: Telemetry, health: Health) -> None:
+        self.config = config
+        self.consume = consume
+        self.telemetry = telemetry
+        self.health = health
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "")
+        if path == HTTP_TRACES_PATH:
+            if method == "POST":
+                return self._export(environ, start_response)
+            return self._refuse(
+                start_response,
+                RequestRefused(405, code_pb2.UNIMPLEMENTED, REFUSED_METHOD_NOT_ALLOWED, "use POST"),
+                as_json=True,
+            )
+        if method == "GET" and path == HEALTH_PATH:
+            problems = self.health()
+            document = {"status": "ok"} if not problems else {"status": "unhealthy", "problems": problems}
+            body = json.dumps(document, separators=(",", ":")).encode("utf-8")
+            return _answer(start_response, 503 if problems else 200, CONTENT_TYPE_JSON, body)
+        if method == "GET" and path == METRICS_PATH:
+            return _answer(start_response, 200, METRICS_CONTENT_TYPE, self.telemetry.render_prometheus().encode())
+        return _answer(start_response, 404, CONTENT_TYPE_JSON, b'{"error":"not found"}')
+
+    def _export(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        media_type = (environ.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
         as_json = media_type != CONTENT_TYPE_PROTOBUF
-        if self.path != HTTP_TRACES_PATH:
-            self._discard_body()
-            self._send(404, CONTENT_TYPE_JSON, b'{"error":"not found"}')
-            return
         try:
-            body = self._read_body()
-            encoding = self.headers.get("Content-Encoding") or "identity"
+            body = self._read_body(environ)
+            encoding = environ.get("HTTP_CONTENT_ENCODING") or "identity"
             request = decode_body(media_type, encoding, body, self.config.max_request_bytes)
             original = body if media_type == CONTENT_TYPE_PROTOBUF and encoding == "identity" else None
             rejected, message = self.consume(request, original)
         except RequestRefused as error:
-            self._refuse(error, as_json)
-            return
+            return self._refuse(start_response, error, as_json)
         except Overloaded as overloaded:
             status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(overloaded))
             retry_after = str(max(1, math.ceil(overloaded.retry_after)))
-            self._send_message(503, status, as_json, {"Retry-After": retry_after})
-            return
+            return _answer_message(start_response, 503, status, as_json, [("Retry-After", retry_after)])
         except Exception:  # a bug, not the sender's fault: answer it and keep serving
-            logger.exception("failed to process a POST %s", self.path)
-            self.close_connection = True
+            logger.exception("failed to process a POST %s", HTTP_TRACES_PATH)
             status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error in the processor")
-            self._send_message(500, status, as_json)
-            return
+            return _answer_message(start_response, 500, status, as_json)
         response = ExportTraceServiceResponse()
         if rejected:
             response.partial_success.CopyFrom(ExportTracePartialSuccess(rejected_spans=rejected, error_message=message))
-        self._send_message(200, response, as_json)
+        return _answer_message(start_response, 200, response, as_json)
 
-    def do_PUT(self) -> None:
-        self._method_not_allowed()
-
-    do_DELETE = do_PATCH = do_PUT
-
-    def _method_not_allowed(self) -> None:
-        self._discard_body()
-        self._refuse(
-            RequestRefused(405, code_pb2.UNIMPLEMENTED, REFUSED_METHOD_NOT_ALLOWED, "use POST"), json_body=True
-        )
-
-    # --- body -----------------------------------------------------------------------------------
-    def _read_body(self) -> bytes:
+    def _read_body(self, environ: dict[str, Any]) -> bytes:
+        """The whole body (waitress has already received it, de-chunked, and set its length)."""
         limit = self.config.max_request_bytes
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            self.close_connection = True
-            raise RequestRefused(
-                411, code_pb2.INVALID_ARGUMENT, REFUSED_BAD_REQUEST, "send a Content-Length (no chunked)"
-            )
-        length_header = self.headers.get("Content-Length")
-        if length_header is None or not length_header.isdigit():
-            self.close_connection = True
-            raise RequestRefused(411, code_pb2.INVALID_ARGUMENT, REFUSED_BAD_REQUEST, "Content-Length header required")
-        length = int(length_header)
+        length_text = environ.get("CONTENT_LENGTH") or "0"
+        length = int(length_text) if length_text.isdigit() else 0
         if length > limit:
-            self.close_connection = True
             raise RequestRefused(
                 413,
                 code_pb2.RESOURCE_EXHAUSTED,
                 REFUSED_TOO_LARGE,
                 f"body of {length} bytes is over the {limit} byte limit",
             )
-        body = self.rfile.read(length)
-        if len(body) != length:
-            self.close_connection = True
-            raise RequestRefused(
-                400, code_pb2.INVALID_ARGUMENT, REFUSED_BAD_REQUEST, "body shorter than Content-Length"
-            )
-        return body
+        return environ["wsgi.input"].read(length) if length else b""
 
-    def _discard_body(self) -> None:
-        length = self.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) <= self.config.max_request_bytes:
-            self.rfile.read(int(length))
-        elif length or self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-
-    # --- answers --------------------------------------------------------------------------------
-    def _refuse(self, error: RequestRefused, json_body: bool) -> None:
+    def _refuse(self, start_response: StartResponse, error: RequestRefused, as_json: bool) -> Iterable[bytes]:
         self.telemetry.add(REQUESTS_REFUSED, reason=error.reason)
-        self._send_message(error.status, status_pb2.Status(code=error.code, message=str(error)), json_body)
+        status = status_pb2.Status(code=error.code, message=str(error))
+        headers = [("Allow", "POST")] if error.status == 405 else []
+        return _answer_message(start_response, error.status, status, as_json, headers)
 
-    def _send_message(self, status: int, message: Message, as_json: bool, headers: dict[str, str] | None = None):
-        if as_json:
-            body = json.dumps(json_format.MessageToDict(message), separators=(",", ":")).encode("utf-8")
-            self._send(status, CONTENT_TYPE_JSON, body, headers)
-        else:
-            self._send(status, CONTENT_TYPE_PROTOBUF, message.SerializeToString(), headers)
 
-    def _send(self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if status == 405:
-            self.send_header("Allow", "POST")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+def _answer_message(
+    start_response: StartResponse,
+    status: int,
+    message: Message,
+    as_json: bool,
+    headers: list[tuple[str, str]] | None = None,
+) -> Iterable[bytes]:
+    """An OTLP message (response or Status) in the request's encoding."""
+    if as_json:
+        body = json.dumps(json_format.MessageToDict(message), separators=(",", ":")).encode("utf-8")
+        return _answer(start_response, status, CONTENT_TYPE_JSON, body, headers)
+    return _answer(start_response, status, CONTENT_TYPE_PROTOBUF, message.SerializeToString(), headers)
+
+
+def _answer(
+    start_response: StartResponse,
+    status: int,
+    content_type: str,
+    body: bytes,
+    headers: list[tuple[str, str]] | None = None,
+) -> Iterable[bytes]:
+    start_response(
+        f"{status} {HTTPStatus(status).phrase}",
+        [("Content-Type", content_type), ("Content-Length", str(len(body))), *(headers or [])],
+    )
+    return [body]
 
 
 def decode_body(media_type: str, content_encoding: str, body: bytes, limit: int) -> ExportTraceServiceRequest:
