@@ -1,13 +1,17 @@
 """Benchmark of the jobtrail collector processor, in one run:
 
-1. the floor: protobuf parse + serialize of the very same OTLP requests (nothing else);
-2. in-process stitching: parse -> Stitcher.process -> serialize, on this one core;
-   once with the default workload, once with every attempt trace arriving children-first;
-3. memory per held span and per remembered trace mapping (tracemalloc);
-4. end to end over gRPC: sender -> processor (a subprocess pinned to one core) -> sink, spans/s, with requests
-   of 512 spans and of 32 spans, plus spans per CPU-second of the processor.
+1. in-process: the floor (protobuf parse + serialize of the very same requests), the stitching stage alone
+   (parse -> Stitcher.process -> serialize) on one core, with the default workload and with every attempt trace
+   arriving children-first; memory per held span and per remembered decision (tracemalloc);
+2. paired rounds end to end over gRPC, sender -> X -> sink, where X is the processor (a subprocess pinned to one
+   core) or a minimal Python gRPC pass-through (same core, same thread pool size, forwards the raw bytes of every
+   request with one blocking call, parses nothing). Each round runs both back to back, so the per-round ratios
+   (throughput, CPU per span) compare the two under the same machine load; min / median / max over the rounds;
+3. latency at a paced 20k spans/s (requests of 100 spans, whole traces): send -> arrival at the sink, for the
+   sink directly, through the pass-through and through the processor; "added" = minus the direct figure.
 
-Usage: .venv/bin/python bench/bench_processor.py [--spans 200000] [--batch 512] [--small-batch 32]
+Usage: .venv/bin/python bench/bench_processor.py [--spans 200000] [--batch 512] [--rounds 5]
+       [--end-to-end-only]   (skips part 1: what runs against an older checkout, e.g. to measure main)
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import argparse
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from concurrent import futures
 
 import grpc
@@ -36,9 +42,6 @@ from jobtrail.conventions import (
     LINK_TYPE_ENQUEUED_BY,
 )
 from jobtrail.otlp import EXPORT_METHOD_PATH
-from jobtrail.processor.hold import PASS_THROUGH, HoldStore, TraceMapping
-from jobtrail.processor.stitch import Stitcher
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -46,9 +49,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-STITCH_TARGET = 150_000
-END_TO_END_TARGET = 50_000
 CHILDREN_PER_TRACE = 7
+SEQ_ATTRIBUTE = "bench.seq"
+LATENCY_SPANS_PER_SECOND = 20_000
+LATENCY_BATCH = 100
+LATENCY_SECONDS = 6.0
+TARGET_CPU_RATIO = 2.5
+TARGET_P99_ADDED_MS = 5.0
 
 
 def _attribute(key: str, value: object) -> KeyValue:
@@ -78,11 +85,14 @@ def _span(rng: random.Random, trace_id: bytes, span_id: bytes, parent: bytes, na
     return built
 
 
-def build_workload(total_spans: int, batch: int, seed: int = 7, split_share: float = 0.25) -> list[bytes]:
+def build_workload(
+    total_spans: int, batch: int, seed: int = 7, split_share: float = 0.25, tag: bool = False
+) -> list[bytes]:
     """OTLP requests of ``batch`` spans: half job-attempt traces, half plain traces, 8 spans per trace.
 
     ``split_share`` of the attempt traces are split so their children come one request before their root
-    (the case that needs holding); the rest arrive whole, the way one worker's batch usually does.
+    (the case that needs holding); the rest arrive whole, the way one worker's batch usually does. ``tag`` marks
+    each request's resource with its sequence number (``bench.seq``), for the latency runs.
     """
     rng = random.Random(seed)
     spans: list[Span] = []
@@ -128,6 +138,8 @@ def build_workload(total_spans: int, batch: int, seed: int = 7, split_share: flo
         resource_spans.resource.attributes.extend(
             [_attribute("service.name", "worker"), _attribute("host.name", "bench"), _attribute("process.pid", 42)]
         )
+        if tag:
+            resource_spans.resource.attributes.append(_attribute(SEQ_ATTRIBUTE, len(requests)))
         scope_spans = resource_spans.scope_spans.add()
         scope_spans.scope.name = "jobtrail.rq"
         scope_spans.scope.version = "0.1.0"
@@ -160,15 +172,20 @@ def floor(payloads: list[bytes]) -> None:
         ExportTraceServiceRequest.FromString(payload).SerializeToString()
 
 
-def new_stitcher() -> Stitcher:
-    return Stitcher(HoldStore(2.0, 900.0, 1_000_000, 1_000_000), "jobtrail")
+def new_stitcher():  # type: ignore[no-untyped-def]
+    """Imported here so that ``--end-to-end-only`` runs against checkouts with another internal layout."""
+    from jobtrail.processor.decision_cache import DecisionCache
+    from jobtrail.processor.span_store import SpanStore
+    from jobtrail.processor.stitch import Stitcher
+
+    return Stitcher(SpanStore(2.0, 1_000_000, 1 << 40), DecisionCache(900.0, 1_000_000), "jobtrail")
 
 
 def stitch_all(payloads: list[bytes]) -> tuple[int, int]:
     stitcher = new_stitcher()
     stitched = out = 0
     for payload in payloads:
-        result = stitcher.process(ExportTraceServiceRequest.FromString(payload), 0.0)
+        result = stitcher.process(ExportTraceServiceRequest.FromString(payload), 0.0, payload)
         if result.modified:
             result.request.SerializeToString()
         stitched += result.stitched
@@ -177,8 +194,8 @@ def stitch_all(payloads: list[bytes]) -> tuple[int, int]:
     return stitched, out + drained.spans_out
 
 
-def held_span_memory(payloads: list[bytes]) -> tuple[float, int]:
-    """Bytes per held span: feed only non-root spans so every one of them is held."""
+def held_span_memory(payloads: list[bytes]) -> tuple[float, int, int]:
+    """Bytes per held span (tracemalloc) and what the store counted: feed only non-root spans, all held."""
     children_only = []
     for payload in payloads:
         request = ExportTraceServiceRequest.FromString(payload)
@@ -196,22 +213,24 @@ def held_span_memory(payloads: list[bytes]) -> tuple[float, int]:
     children_only.clear()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    held = stitcher.store.held_spans
-    return (after - before) / held, held
+    held = stitcher.spans.held_spans
+    return (after - before) / held, held, stitcher.spans.held_bytes
 
 
-def mapping_memory(count: int = 100_000) -> tuple[float, float]:
-    """Bytes per remembered original -> target mapping (what ``max_mappings`` bounds): (plain, attempt)."""
+def decision_memory(count: int = 100_000) -> tuple[float, float]:
+    """Bytes per remembered decision (what ``max_mappings`` bounds): (plain trace, attempt trace)."""
+    from jobtrail.processor.decision_cache import PASS_THROUGH, TraceMapping
+
     rng = random.Random(3)
     target, link_span = rng.randbytes(16), rng.randbytes(8)
     sizes = []
     for make in (lambda: PASS_THROUGH, lambda: TraceMapping(target, link_span)):
-        store = new_stitcher().store
+        cache = new_stitcher().decisions
         ids = [rng.randbytes(16) for _ in range(count)]
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         for trace_id in ids:
-            store.remember(trace_id, make(), 0.0)
+            cache.remember(trace_id, make(), 0.0)
         sizes.append((tracemalloc.get_traced_memory()[0] - before) / count)
         tracemalloc.stop()
     return sizes[0], sizes[1]
@@ -224,63 +243,104 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Sink(trace_service_pb2_grpc.TraceServiceServicer):
-    """The next hop: counts spans that arrive."""
+class Sink:
+    """The next hop, on raw bytes: counts spans; with ``timed`` also notes when each ``bench.seq`` first arrived."""
 
-    def __init__(self) -> None:
+    def __init__(self, timed: bool = False) -> None:
         self.spans = 0
+        self.arrivals: dict[int, float] = {}
         self.lock = threading.Lock()
+        self._timed = timed
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        handler = grpc.unary_unary_rpc_method_handler(self._export, request_deserializer=None, response_serializer=None)
+        service, method = EXPORT_METHOD_PATH.strip("/").split("/")
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {method: handler}),))
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server.start()
 
-    def Export(self, request, context):
+    def _export(self, body: bytes, context: grpc.ServicerContext) -> bytes:
+        now = time.monotonic()
+        request = ExportTraceServiceRequest.FromString(body)
         count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
         with self.lock:
             self.spans += count
-        return ExportTraceServiceResponse()
+            if self._timed:
+                for rs in request.resource_spans:
+                    for attribute in rs.resource.attributes:
+                        if attribute.key == SEQ_ATTRIBUTE:
+                            self.arrivals.setdefault(attribute.value.int_value, now)
+        return EMPTY_RESPONSE
+
+    def stop(self) -> None:
+        self._server.stop(0)
 
 
-def end_to_end(payloads: list[bytes], total: int, processor_cpu: int, hold: float) -> tuple[float, float, str]:
-    """Through a processor subprocess pinned to one core: (spans/s wall clock from the first send until the sink
-    has every span, spans per CPU-second of the processor, details). The sender and the sink share the other core.
-    """
-    sink = Sink()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(sink, server)
-    sink_port = server.add_insecure_port("127.0.0.1:0")
+EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
+
+
+def serve_pass_through(sink_port: int) -> int:
+    """The comparison: a minimal Python gRPC OTLP hop that forwards each request's bytes as they came."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{sink_port}")
+    forward = channel.unary_unary(EXPORT_METHOD_PATH, request_serializer=None, response_deserializer=None)
+
+    def export(body: bytes, context: grpc.ServicerContext) -> bytes:
+        return forward(body, timeout=60)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    handler = grpc.unary_unary_rpc_method_handler(export, request_deserializer=None, response_serializer=None)
+    service, method = EXPORT_METHOD_PATH.strip("/").split("/")
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {method: handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    launcher = (
-        f"import os, sys; os.sched_setaffinity(0, {{{processor_cpu}}}); "
-        "from jobtrail.processor.__main__ import main; sys.exit(main(sys.argv[1:]))"
-    )
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            launcher,
-            "--listen-grpc",
-            "127.0.0.1:0",
-            "--listen-http",
-            "127.0.0.1:0",
-            "--export-to",
-            f"grpc://127.0.0.1:{sink_port}",
-            "--hold",
-            str(hold),
-            "--log-level",
-            "WARNING",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "JOBTRAIL_PROCESSOR_QUEUE_MAX_SPANS": "400000"},
-    )
+    print(f"pass-through listening grpc={port}", file=sys.stderr, flush=True)
+    server.wait_for_termination()
+    return 0
+
+
+class Hop:
+    """A subprocess between the sender and the sink, pinned to one core: the processor or the pass-through."""
+
+    def __init__(self, kind: str, sink_port: int, cpu: int) -> None:
+        pin = f"import os, sys; os.sched_setaffinity(0, {{{cpu}}}); sys.argv[0] = {__file__!r}; "
+        if kind == "processor":
+            code = pin + "from jobtrail.processor.__main__ import main; sys.exit(main(sys.argv[1:]))"
+            args = ["--listen-grpc", "127.0.0.1:0", "--listen-http", "127.0.0.1:0"]
+            args += ["--export-to", f"grpc://127.0.0.1:{sink_port}", "--log-level", "WARNING"]
+        else:
+            code = pin + f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+            code += "import bench_processor; sys.exit(bench_processor.serve_pass_through(int(sys.argv[1])))"
+            args = [str(sink_port)]
+        env = {**os.environ, "JOBTRAIL_PROCESSOR_QUEUE_MAX_SPANS": "400000"}
+        self.process = subprocess.Popen([sys.executable, "-c", code, *args], stderr=subprocess.PIPE, text=True, env=env)
+        assert self.process.stderr is not None
+        line = self.process.stderr.readline()
+        found = re.search(r"grpc=(\d+)", line)
+        if not found:
+            raise RuntimeError(f"{kind} did not start: {line}{self.process.stderr.read()}")
+        self.port = int(found.group(1))
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def _exporter(port: int) -> tuple[grpc.Channel, Callable]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    grpc.channel_ready_future(channel).result(timeout=30)
+    return channel, channel.unary_unary(EXPORT_METHOD_PATH, request_serializer=None, response_deserializer=None)
+
+
+def throughput(kind: str, payloads: list[bytes], total: int, cpu: int) -> tuple[float, float]:
+    """Send everything from 4 threads as fast as X takes it: (spans/s until the sink has all, CPU-s per span of X)."""
+    sink = Sink()
+    hop = Hop(kind, sink.port, cpu)
+    channel, export = _exporter(hop.port)
     try:
-        line = process.stderr.readline()
-        grpc_port = int(re.search(r"grpc=(\d+)", line).group(1))
-        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-        export = channel.unary_unary(EXPORT_METHOD_PATH, request_serializer=None, response_deserializer=None)
-        grpc.channel_ready_future(channel).result(timeout=30)
-        refusals = 0
 
         def send(payload: bytes) -> None:
-            nonlocal refusals
             while True:
                 try:
                     export(payload, timeout=60)
@@ -288,39 +348,73 @@ def end_to_end(payloads: list[bytes], total: int, processor_cpu: int, hold: floa
                 except grpc.RpcError as error:
                     if error.code() != grpc.StatusCode.UNAVAILABLE:
                         raise
-                    refusals += 1
                     time.sleep(0.05)
 
-        cpu_before = cpu_seconds(process.pid)
+        cpu_before = hop.cpu()
         started = time.perf_counter()
         with futures.ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(send, payloads))
         deadline = time.monotonic() + 120
         while sink.spans < total:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the sink got {sink.spans} of {total} spans")
+                raise RuntimeError(f"{kind}: the sink got {sink.spans} of {total} spans")
             time.sleep(0.001)
         elapsed = time.perf_counter() - started
-        cpu = cpu_seconds(process.pid) - cpu_before
-        channel.close()
-        details = f"{elapsed:.2f} s wall, processor busy {cpu / elapsed:.0%} of its core, {refusals} retryable refusals"
-        return total / elapsed, total / cpu, details
+        return total / elapsed, (hop.cpu() - cpu_before) / total
     finally:
-        process.terminate()
-        process.wait(timeout=60)
-        server.stop(0)
+        channel.close()
+        hop.stop()
+        sink.stop()
+
+
+def latency(kind: str, payloads: list[bytes], cpu: int) -> list[float]:
+    """Paced sends (one request every batch/rate seconds); per request, seconds from send to arrival at the sink."""
+    sink = Sink(timed=True)
+    hop = Hop(kind, sink.port, cpu) if kind != "direct" else None
+    channel, export = _exporter(hop.port if hop else sink.port)
+    sent: dict[int, float] = {}
+    try:
+        interval = LATENCY_BATCH / LATENCY_SPANS_PER_SECOND
+        calls = []
+        start = time.monotonic()
+        for seq, payload in enumerate(payloads):
+            due = start + seq * interval
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            sent[seq] = time.monotonic()
+            calls.append(export.future(payload, timeout=60))
+        for call in calls:
+            call.result()
+        deadline = time.monotonic() + 60
+        while len(sink.arrivals) < len(payloads) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return sorted(sink.arrivals[seq] - sent[seq] for seq in sink.arrivals)
+    finally:
+        channel.close()
+        if hop:
+            hop.stop()
+        sink.stop()
+
+
+def percentile(values: list[float], share: float) -> float:
+    return values[min(len(values) - 1, int(share * len(values)))]
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    return f"{min(values):.{digits}f} / {statistics.median(values):.{digits}f} / {max(values):.{digits}f}"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--small-batch", type=int, default=32, help="a second end-to-end run with small requests")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3, help="timings per in-process figure (the best counts)")
+    parser.add_argument("--end-to-end-only", action="store_true")
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
-    bench_cpu = cpus[-1]
-    processor_cpu = cpus[0]
+    bench_cpu, hop_cpu = cpus[-1], cpus[0]
     os.sched_setaffinity(0, {bench_cpu})
 
     payloads = build_workload(args.spans, args.batch)
@@ -328,38 +422,59 @@ def main() -> int:
     size = sum(len(p) for p in payloads)
     print(f"workload: {total} spans in {len(payloads)} requests of {args.batch}, {size / total:.0f} bytes/span")
     print(f"python {sys.version.split()[0]}, protobuf {protobuf_version} ({api_implementation.Type()}), ", end="")
-    print(f"grpcio {grpc.__version__}, {os.cpu_count()} cpus; in-process parts pinned to cpu {bench_cpu}")
+    print(f"grpcio {grpc.__version__}, {os.cpu_count()} cpus; bench on cpu {bench_cpu}, hops on cpu {hop_cpu}")
 
     def row(label: str, value: float, unit: str, rest: str = "") -> None:
         print(f"{label:<46}{value:>10,.0f} {unit}{'  ' + rest if rest else ''}")
 
-    floor_rate = total / best_of(args.runs, lambda: floor(payloads))
-    row("floor: protobuf parse + serialize", floor_rate, "spans/s")
+    if not args.end_to_end_only:
+        floor_rate = total / best_of(args.runs, lambda: floor(payloads))
+        row("floor: protobuf parse + serialize", floor_rate, "spans/s")
+        for label, work in (
+            ("stitching: parse + stitch + serialize", payloads),
+            ("  ... every attempt trace children-first", build_workload(args.spans, args.batch, split_share=1.0)),
+        ):
+            work_total = count_spans(work)
+            stitched, out = stitch_all(work)
+            assert out == work_total, f"stitcher forwarded {out} of {work_total} spans"
+            rate = work_total / best_of(args.runs, lambda work=work: stitch_all(work))
+            row(label, rate, "spans/s", f"= {rate / floor_rate:.2f} x floor; {stitched} of {work_total} moved")
+        per_span, held, counted = held_span_memory(payloads)
+        row("memory per held span (tracemalloc)", per_span, "bytes", f"({held} held; counted {counted / held:,.0f})")
+        plain, attempt = decision_memory()
+        row("memory per remembered decision", plain, "bytes", f"(plain trace; {attempt:,.0f} for an attempt trace)")
 
-    def stitching(label: str, work: list[bytes], work_total: int) -> None:
-        stitched, out = stitch_all(work)
-        assert out == work_total, f"stitcher forwarded {out} of {work_total} spans"
-        rate = work_total / best_of(args.runs, lambda: stitch_all(work))
-        verdict = "meets" if rate >= STITCH_TARGET else "MISSES"
-        rest = f"= {rate / floor_rate:.2f} x floor; {stitched} of {work_total} moved; {verdict} {STITCH_TARGET:,}/core"
-        row(label, rate, "spans/s", rest)
+    rates, cpu_ratios, rate_ratios = [], [], []
+    for number in range(args.rounds):
+        order = ("processor", "pass-through") if number % 2 == 0 else ("pass-through", "processor")
+        measured = {kind: throughput(kind, payloads, total, hop_cpu) for kind in order}
+        (rate, cpu), (base_rate, base_cpu) = measured["processor"], measured["pass-through"]
+        rates.append(rate)
+        cpu_ratios.append(cpu / base_cpu)
+        rate_ratios.append(rate / base_rate)
+        print(
+            f"round {number + 1}: processor {rate:,.0f} spans/s, {cpu * 1e6:.2f} CPU-us/span; pass-through "
+            f"{base_rate:,.0f} spans/s, {base_cpu * 1e6:.2f} CPU-us/span"
+        )
+    print(f"end to end, requests of {args.batch}, {args.rounds} paired rounds, min / median / max:")
+    print(f"  processor spans/s                           {spread(rates, 0)}")
+    print(f"  processor / pass-through spans/s            {spread(rate_ratios)}")
+    verdict = "meets" if statistics.median(cpu_ratios) <= TARGET_CPU_RATIO else "MISSES"
+    print(f"  processor / pass-through CPU per span       {spread(cpu_ratios)}  ({verdict} <= {TARGET_CPU_RATIO})")
 
-    stitching("stitching: parse + stitch + serialize", payloads, total)
-    worst = build_workload(args.spans, args.batch, split_share=1.0)
-    stitching("  ... every attempt trace children-first", worst, count_spans(worst))
-
-    per_span, held = held_span_memory(payloads)
-    row("memory per held span (tracemalloc)", per_span, "bytes", f"({held} spans held)")
-    plain, attempt = mapping_memory()
-    row("memory per remembered trace mapping", plain, "bytes", f"(plain trace; {attempt:,.0f} for an attempt trace)")
-
-    for batch in (args.batch, args.small_batch):
-        work = payloads if batch == args.batch else build_workload(args.spans // 2, batch)
-        rate, per_cpu, details = end_to_end(work, count_spans(work), processor_cpu, hold=2.0)
-        verdict = "meets" if rate >= END_TO_END_TARGET else "MISSES"
-        rest = f"= {rate / floor_rate:.2f} x floor; {verdict} {END_TO_END_TARGET:,}; {per_cpu:,.0f} per CPU-second"
-        row(f"end to end over gRPC, requests of {batch}", rate, "spans/s", rest)
-        print(f"{'':<46}({details})")
+    paced = build_workload(int(LATENCY_SPANS_PER_SECOND * LATENCY_SECONDS), LATENCY_BATCH, split_share=0.0, tag=True)
+    delays = {kind: latency(kind, paced, hop_cpu) for kind in ("direct", "pass-through", "processor")}
+    print(f"latency at {LATENCY_SPANS_PER_SECOND:,} spans/s (requests of {LATENCY_BATCH}), send -> sink, ms:")
+    for kind, values in delays.items():
+        p50, p99 = percentile(values, 0.5) * 1e3, percentile(values, 0.99) * 1e3
+        added = ""
+        if kind != "direct":
+            direct = delays["direct"]
+            added_p50 = p50 - percentile(direct, 0.5) * 1e3
+            added_p99 = p99 - percentile(direct, 0.99) * 1e3
+            verdict = "meets" if added_p99 <= TARGET_P99_ADDED_MS else "MISSES"
+            added = f"; added p50 {added_p50:+.1f}, p99 {added_p99:+.1f} ({verdict} <= {TARGET_P99_ADDED_MS})"
+        print(f"  {kind:<13} p50 {p50:6.1f}  p99 {p99:6.1f}  ({len(values)} of {len(paced)} arrived){added}")
     return 0
 
 

@@ -178,7 +178,7 @@ def test_a_refused_request_leaves_nothing_behind(grpc_downstream, start_processo
     finally:
         channel.close()
     assert processor.telemetry.value(SPANS_RECEIVED) == 1
-    assert processor.store.held_spans == 0 and processor.store.mapping_count == 1
+    assert processor.spans.held_spans == 0 and len(processor.decisions) == 1
 
 
 def test_the_queue_byte_bound_refuses_as_retryable_too(grpc_downstream, start_processor):

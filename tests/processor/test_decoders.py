@@ -19,8 +19,9 @@ from jobtrail.conventions import (
 )
 from jobtrail.otlp.json_codec import OtlpDecodeError, decode_request, encode_request
 from jobtrail.processor.config import STITCH_RULE_MESSAGING
-from jobtrail.processor.hold import HoldStore
+from jobtrail.processor.decision_cache import DecisionCache
 from jobtrail.processor.receivers.http import RequestRefused, decode_body
+from jobtrail.processor.span_store import SpanStore
 from jobtrail.processor.stitch import Stitcher
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -206,7 +207,7 @@ def test_whatever_decodes_is_stitched_without_losing_or_inventing_a_span(body: b
         assert refusal.status == 400
         return
     incoming = span_count(decoded)
-    stitcher = Stitcher(HoldStore(2.0, 60.0, 1000, 1000), rule)
+    stitcher = Stitcher(SpanStore(2.0, 1000, 1 << 30), DecisionCache(60.0, 1000), rule)
 
     result = stitcher.process(decoded, now=0.0)
     drained = stitcher.drain()

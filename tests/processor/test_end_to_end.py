@@ -40,7 +40,7 @@ def test_attempt_children_sent_before_root_end_up_in_the_request_trace(
     worker = worker_sender(processor, "worker")
     server, enqueue = enqueue_in_request(api)
     root, child = run_attempt(
-        worker, enqueue, before_root=lambda: wait_for(lambda: processor.store.held_spans == 1, "the child held")
+        worker, enqueue, before_root=lambda: wait_for(lambda: processor.spans.held_spans == 1, "the child held")
     )
 
     wait_for(lambda: len(grpc_downstream.recorder.spans()) == 4, "4 spans downstream")
@@ -86,7 +86,7 @@ def test_retry_after_the_mapping_expired_is_still_stitched(grpc_downstream, star
     worker = grpc_sender(processor, "worker")
     _server, enqueue = enqueue_in_request(api)
     first, _ = run_attempt(worker, enqueue)
-    wait_for(lambda: processor.store.mapping_count == 0, "every mapping to expire")
+    wait_for(lambda: len(processor.decisions) == 0, "every mapping to expire")
 
     retry, retry_child = run_attempt(worker, enqueue, name="process default (retry)", previous=first)
 

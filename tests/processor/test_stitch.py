@@ -11,7 +11,8 @@ from jobtrail.conventions import (
     OPERATION_PROCESS,
 )
 from jobtrail.processor.config import STITCH_RULE_JOBTRAIL, STITCH_RULE_MESSAGING
-from jobtrail.processor.hold import HELD_SPAN_OVERHEAD_BYTES, HoldStore
+from jobtrail.processor.decision_cache import DecisionCache
+from jobtrail.processor.span_store import SpanStore
 from jobtrail.processor.stitch import (
     REASON_HOLD_FULL,
     REASON_NO_JOB_LINK,
@@ -31,7 +32,7 @@ def stitcher(
     max_held: int = 1000,
     max_held_bytes: int = 1 << 30,
 ) -> Stitcher:
-    return Stitcher(HoldStore(hold, ttl, max_held, 10_000, max_held_bytes=max_held_bytes), rule)
+    return Stitcher(SpanStore(hold, max_held, max_held_bytes), DecisionCache(ttl, 10_000), rule)
 
 
 def by_name(spans: list[Span]) -> dict[str, Span]:
@@ -70,7 +71,7 @@ def test_children_before_their_root_are_held_then_stitched_with_it() -> None:
 
     first = subject.process(request(grandchild, grandchild_parent, service="worker-a"), now=0.0)
     assert first.spans_out == 0 and spans_of(first.request) == []
-    assert subject.store.held_spans == 2
+    assert subject.spans.held_spans == 2
 
     second = subject.process(request(root, service="worker-b"), now=1.0)
     out = by_name(spans_of(second.request))
@@ -78,7 +79,7 @@ def test_children_before_their_root_are_held_then_stitched_with_it() -> None:
     assert {s.trace_id for s in out.values()} == {enqueue.trace_id}
     assert out["redis GET"].parent_span_id == grandchild_parent.span_id
     assert out["job work"].parent_span_id == root.span_id
-    assert second.stitched == 3 and subject.store.held_spans == 0
+    assert second.stitched == 3 and subject.spans.held_spans == 0
     services = {
         s.name: rs.resource.attributes[0].value.string_value
         for rs in second.request.resource_spans
@@ -98,7 +99,7 @@ def test_late_children_follow_the_remembered_mapping_at_once() -> None:
 
     (moved,) = spans_of(late.request)
     assert moved.trace_id == enqueue.trace_id and late.stitched == 1
-    assert subject.store.held_spans == 0
+    assert subject.spans.held_spans == 0
 
 
 def nested_jobs() -> tuple[Span, Span, Span, Span, Span]:
@@ -190,7 +191,7 @@ def test_hold_window_end_forwards_unchanged_and_counts_it() -> None:
     (out,) = spans_of(expired.request)
     assert out.SerializeToString() == orphan_bytes
     assert expired.unchanged == {REASON_WINDOW_EXPIRED: 1}
-    assert subject.store.held_spans == 0
+    assert subject.spans.held_spans == 0
 
 
 def test_retry_after_the_mapping_expired_is_stitched_from_its_own_link() -> None:
@@ -199,7 +200,7 @@ def test_retry_after_the_mapping_expired_is_stitched_from_its_own_link() -> None
     subject = stitcher(ttl=60.0)
     subject.process(request(first_attempt), now=0.0)
     subject.expire(now=120.0)
-    assert subject.store.mapping_count == 0
+    assert len(subject.decisions) == 0
 
     retry = attempt_root(enqueue, previous_attempt=first_attempt)
     retry_child = span("job work", retry.trace_id, retry.span_id)
@@ -223,23 +224,26 @@ def test_full_hold_store_forwards_the_oldest_trace_unchanged() -> None:
 
     assert sorted(s.name for s in spans_of(result.request)) == ["a1", "a2"]
     assert result.unchanged == {REASON_HOLD_FULL: 2}
-    assert subject.store.held_spans == 2
+    assert subject.spans.held_spans == 2
 
 
 def test_held_bytes_bound_forwards_the_oldest_trace_unchanged() -> None:
     oldest, newer = new_trace_id(), new_trace_id()
     first = [span("a1", oldest, b"\x01" * 8), span("a2", oldest, b"\x01" * 8)]
     second = [span("b1", newer, b"\x02" * 8), span("b2", newer, b"\x02" * 8)]
-    two_spans = sum(len(s.SerializeToString()) + HELD_SPAN_OVERHEAD_BYTES for s in first)
-    subject = stitcher(max_held=1000, max_held_bytes=two_spans + 10)
+    probe = stitcher()
+    probe.process(request(*first), now=0.0)
+    one_trace = probe.spans.held_bytes
+    assert one_trace > sum(len(s.SerializeToString()) for s in first), "resource, scope and bookkeeping count too"
+    subject = stitcher(max_held=1000, max_held_bytes=one_trace + 10)
     subject.process(request(*first), now=0.0)
-    assert subject.store.held_bytes == two_spans
+    assert subject.spans.held_bytes == one_trace
 
     result = subject.process(request(*second), now=0.1)
 
     assert sorted(s.name for s in spans_of(result.request)) == ["a1", "a2"]
     assert result.unchanged == {REASON_HOLD_FULL: 2}
-    assert subject.store.held_spans == 2 and subject.store.held_traces == 1
+    assert subject.spans.held_spans == 2 and subject.spans.held_traces == 1
 
 
 def test_a_trace_bigger_than_the_whole_store_goes_out_unchanged_at_once() -> None:
@@ -250,7 +254,7 @@ def test_a_trace_bigger_than_the_whole_store_goes_out_unchanged_at_once() -> Non
     result = subject.process(request(*family), now=0.0)
 
     assert len(spans_of(result.request)) == 4 and result.unchanged == {REASON_HOLD_FULL: 4}
-    assert subject.store.held_spans == 0 and subject.store.held_bytes == 0
+    assert subject.spans.held_spans == 0 and subject.spans.held_bytes == 0
 
 
 def test_spans_with_invalid_ids_are_rejected_and_the_rest_kept() -> None:
@@ -352,7 +356,7 @@ def test_drain_forwards_everything_held_unchanged() -> None:
     drained = subject.drain()
 
     assert sorted(s.name for s in spans_of(drained.request)) == ["x", "y"]
-    assert drained.unchanged == {REASON_SHUTDOWN: 2} and subject.store.held_spans == 0
+    assert drained.unchanged == {REASON_SHUTDOWN: 2} and subject.spans.held_spans == 0
 
 
 @settings(max_examples=60, deadline=None)
@@ -388,4 +392,188 @@ def test_every_span_comes_out_exactly_once_in_the_right_trace(plan, batch_size, 
     assert sorted(s.span_id for s in out) == sorted(expected_trace)
     assert {s.span_id: s.trace_id for s in out} == expected_trace
     assert totals["stitched"] + totals["unchanged"] == len(spans)
-    assert subject.store.held_spans == subject.store.held_bytes == subject.store.held_traces == 0
+    assert subject.spans.held_spans == subject.spans.held_bytes == subject.spans.held_traces == 0
+
+
+def test_a_span_with_invalid_ids_decides_nothing() -> None:
+    """Ids are validated before any decision: a rejected span's ``enqueued_by`` link must not move its trace."""
+    enqueue = span("send default", new_trace_id(), kind=Span.SPAN_KIND_PRODUCER)
+    bad_root = attempt_root(enqueue)
+    bad_root.span_id = b"\x05" * 7
+    subject = stitcher()
+
+    result = subject.process(request(bad_root), now=0.0)
+
+    assert result.rejected == 1 and "got 16, 7 and 0" in result.rejected_reason
+    assert spans_of(result.request) == [] and len(subject.decisions) == 0
+    later = subject.process(request(span("job work", bad_root.trace_id, b"\x05" * 8)), now=1.0)
+    assert later.spans_out == 0 and subject.spans.held_spans == 1, "its trace is still undecided"
+
+
+def pickup_marker(attempt: Span, enqueue: Span) -> Span:
+    """The RQ pickup marker: zero duration, INTERNAL, child of the attempt span, same ``enqueued_by`` link."""
+    return span("pickup default", attempt.trace_id, attempt.span_id, links=[link(enqueue.trace_id, enqueue.span_id)])
+
+
+def test_the_pickup_marker_decides_a_long_attempt_long_before_it_ends() -> None:
+    enqueue = span("send default", new_trace_id(), kind=Span.SPAN_KIND_PRODUCER)
+    attempt = attempt_root(enqueue)
+    marker = pickup_marker(attempt, enqueue)
+    step = span("step", attempt.trace_id, attempt.span_id)
+    subject = stitcher(hold=2.0, ttl=60.0)
+
+    out = spans_of(subject.process(request(step, marker), now=0.0).request)
+    for now in range(30, 630, 30):  # a ten-minute job exporting a step every 30 s, with a 60 s decision TTL
+        assert spans_of(subject.expire(float(now)).request) == []
+        out += spans_of(subject.process(request(span("step", attempt.trace_id, attempt.span_id)), now).request)
+    out += spans_of(subject.process(request(attempt), now=660.0).request)
+
+    assert len(out) == 23 and {s.trace_id for s in out} == {enqueue.trace_id}
+    moved = by_name(out)
+    assert moved["pickup default"].parent_span_id == attempt.span_id
+    assert ATTR_STITCHED_PARENT_FROM_LINK not in attributes_of(moved["pickup default"])
+    assert moved["process default"].parent_span_id == enqueue.span_id
+    assert attributes_of(moved["process default"])[ATTR_STITCHED_PARENT_FROM_LINK] is True
+    assert subject.spans.held_spans == 0
+
+
+def test_spans_before_the_marker_in_the_same_request_follow_it() -> None:
+    enqueue = span("send default", new_trace_id())
+    attempt = attempt_root(enqueue)
+    steps = [span(f"step {i}", attempt.trace_id, attempt.span_id) for i in range(3)]
+
+    incoming = request(*steps, pickup_marker(attempt, enqueue), span("GET /", new_trace_id()))
+    raw = incoming.SerializeToString()
+
+    result = stitcher().process(incoming, now=0.0, raw=raw)
+
+    assert result.stitched == 4 and result.unchanged == {REASON_NO_JOB_LINK: 1}
+    assert {s.trace_id for s in spans_of(result.request) if s.name != "GET /"} == {enqueue.trace_id}
+
+
+def celery_run(parent_context: Span, name: str = "run/tasks.flaky") -> Span:
+    """What opentelemetry-instrumentation-celery emits with ``use_span_links=True``: a new root, CONSUMER, one
+    link without attributes, ``celery.action=run``, no ``messaging.operation.type``."""
+    return span(
+        name,
+        new_trace_id(),
+        kind=Span.SPAN_KIND_CONSUMER,
+        links=[Span.Link(trace_id=parent_context.trace_id, span_id=parent_context.span_id)],
+        attributes={"celery.action": "run", "celery.task_name": "tasks.flaky", "messaging.message.id": "t-1"},
+    )
+
+
+def test_celery_retries_follow_the_chain_into_the_request_trace() -> None:
+    """Each retry links to the ``apply_async`` span inside the previous attempt's trace: one trace in the end."""
+    request_root = span("POST /work", new_trace_id(), kind=Span.SPAN_KIND_SERVER)
+    publish = span("apply_async/tasks.flaky", request_root.trace_id, request_root.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    first = celery_run(publish)
+    republish_1 = span("apply_async/tasks.flaky", first.trace_id, first.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    second = celery_run(republish_1)
+    republish_2 = span("apply_async/tasks.flaky", second.trace_id, second.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    third = celery_run(republish_2)
+    subject = stitcher(STITCH_RULE_MESSAGING)
+
+    out = []
+    for batch in ((publish, request_root), (republish_1, first), (republish_2, second), (third,)):
+        out += spans_of(subject.process(request(*batch), now=0.0).request)
+
+    assert len(out) == 7 and {s.trace_id for s in out} == {request_root.trace_id}
+    moved = {s.span_id: s for s in out}
+    assert moved[second.span_id].parent_span_id == republish_1.span_id
+    assert moved[third.span_id].parent_span_id == republish_2.span_id
+    untouched = stitcher(STITCH_RULE_JOBTRAIL).process(request(first), now=0.0)
+    assert spans_of(untouched.request)[0].trace_id == first.trace_id, "the default rule leaves Celery alone"
+
+
+def test_the_messaging_rule_leaves_a_linked_server_root_and_batch_consumers_alone() -> None:
+    producer = span("publish", new_trace_id(), kind=Span.SPAN_KIND_PRODUCER)
+    other = span("publish", new_trace_id(), kind=Span.SPAN_KIND_PRODUCER)
+    one_link = [Span.Link(trace_id=producer.trace_id, span_id=producer.span_id)]
+    two_links = one_link + [Span.Link(trace_id=other.trace_id, span_id=other.span_id)]
+    server = span(
+        "GET /", new_trace_id(), kind=Span.SPAN_KIND_SERVER, links=one_link, attributes={"celery.action": "run"}
+    )
+    batch = span(
+        "process batch",
+        new_trace_id(),
+        kind=Span.SPAN_KIND_CONSUMER,
+        links=two_links,
+        attributes={ATTR_MESSAGING_OPERATION_TYPE: OPERATION_PROCESS},
+    )
+    celery_batch = span(
+        "run/tasks.many",
+        new_trace_id(),
+        kind=Span.SPAN_KIND_CONSUMER,
+        links=two_links,
+        attributes={"celery.action": "run"},
+    )
+    incoming = request(server, batch, celery_batch)
+    before = incoming.SerializeToString()
+
+    result = stitcher(STITCH_RULE_MESSAGING).process(incoming, now=0.0)
+
+    assert not result.modified and result.request.SerializeToString() == before
+    assert result.unchanged == {REASON_NO_JOB_LINK: 3}
+
+
+def test_links_to_invalid_contexts_never_move_a_trace() -> None:
+    """Garbage in a marker's or attempt's link (zero ids, wrong lengths, its own trace) decides nothing."""
+    trace_id = new_trace_id()
+    attempt_id = b"\x09" * 8
+    garbage = [
+        link(bytes(16), b"\x01" * 8),
+        link(new_trace_id(), bytes(8)),
+        link(new_trace_id(), b"\x01" * 7),
+        link(b"\x01" * 15, b"\x01" * 8),
+        link(trace_id, b"\x01" * 8),
+    ]
+    markers = [span(f"pickup {n}", trace_id, attempt_id, links=[bad]) for n, bad in enumerate(garbage)]
+    subject = stitcher()
+
+    result = subject.process(request(*markers), now=0.0)
+
+    assert result.spans_out == 0 and subject.spans.held_spans == len(garbage), "undecided: they wait"
+    assert len(subject.decisions) == 0
+    expired = subject.expire(now=10.0)
+    assert {s.trace_id for s in spans_of(expired.request)} == {trace_id}
+    assert expired.unchanged == {REASON_WINDOW_EXPIRED: len(garbage)}
+
+
+def test_celery_retries_exported_before_the_attempt_that_sent_them_wait_for_it() -> None:
+    """Pool processes export on their own timers: attempt 3, then 2, may arrive before attempt 1."""
+    request_root = span("POST /work", new_trace_id(), kind=Span.SPAN_KIND_SERVER)
+    publish = span("apply_async/tasks.flaky", request_root.trace_id, request_root.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    first = celery_run(publish)
+    republish_1 = span("apply_async/tasks.flaky", first.trace_id, first.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    second = celery_run(republish_1)
+    republish_2 = span("apply_async/tasks.flaky", second.trace_id, second.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    third = celery_run(republish_2)
+    subject = stitcher(STITCH_RULE_MESSAGING)
+
+    out = spans_of(subject.process(request(publish, request_root), now=0.0).request)
+    assert spans_of(subject.process(request(third), now=0.1).request) == []
+    assert spans_of(subject.process(request(republish_2, second), now=0.2).request) == []
+    assert subject.spans.held_spans == 3
+    last = subject.process(request(republish_1, first), now=0.3)
+    out += spans_of(last.request)
+
+    assert len(out) == 7 and {s.trace_id for s in out} == {request_root.trace_id}
+    assert last.stitched == 5 and subject.spans.held_spans == 0
+    assert {s.span_id: s.parent_span_id for s in out}[third.span_id] == republish_2.span_id
+
+
+def test_a_waiting_celery_attempt_goes_where_its_link_points_when_the_window_ends() -> None:
+    previous_attempt = span("run/tasks.flaky", new_trace_id(), kind=Span.SPAN_KIND_CONSUMER)
+    republish = span("apply_async/tasks.flaky", previous_attempt.trace_id, previous_attempt.span_id)
+    attempt = celery_run(republish)
+    child = span("SELECT", attempt.trace_id, attempt.span_id)
+    subject = stitcher(STITCH_RULE_MESSAGING, hold=2.0)
+    assert subject.process(request(child, attempt), now=0.0).spans_out == 0
+
+    expired = subject.expire(now=2.0)
+
+    assert {s.trace_id for s in spans_of(expired.request)} == {previous_attempt.trace_id}
+    assert expired.stitched == 2 and expired.unchanged == {}
+    late = subject.process(request(span("late", attempt.trace_id, attempt.span_id)), now=3.0)
+    assert spans_of(late.request)[0].trace_id == previous_attempt.trace_id, "the decision is remembered"

@@ -130,6 +130,10 @@ def pickup_span_name(queue: str) -> str:
 METRIC_HORSE_SPANS_UNSENT = "jobtrail.rq.horse.spans.unsent"
 """Counter: spans a forking worker's job horse could not export before it exited (collector down or slow)."""
 
+# --- sampling ---------------------------------------------------------------
+SAMPLER_NAME = "jobtrail_parentbased_traceidratio"
+"""``OTEL_TRACES_SAMPLER`` value (entry point in group ``opentelemetry_traces_sampler``) of jobtrail's sampler."""
+
 # --- propagation modes -------------------------------------------------------
 PROPAGATION_LINK = "link"
 PROPAGATION_CHILD = "child"

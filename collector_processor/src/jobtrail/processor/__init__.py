@@ -14,6 +14,7 @@ or in Python::
     pipeline.stop()    # forwards everything held, drains the exporters
 
 The stages follow the collector's component model: ``receivers/`` (gRPC, HTTP, the OTLP/JSON codec),
-``stitch.py`` (the pure deciding stage), ``hold.py`` (bounded state), ``exporters/`` (queue + OTLP retries),
+``stitch.py`` (validate, then apply), ``decide.py`` (the pure decision stage), ``rules.py`` (which links decide),
+``span_store.py`` and ``decision_cache.py`` (the bounded state, apart), ``exporters/`` (queue + OTLP retries),
 ``pipeline.py`` (wiring and backpressure), ``telemetry.py`` (counters). See docs/processor.md.
 """

@@ -17,9 +17,9 @@ import yaml
 
 ENV_PREFIX = "JOBTRAIL_PROCESSOR_"
 STITCH_RULE_JOBTRAIL = "jobtrail"
-"""Attempt roots are spans with a link marked ``jobtrail.link.type=enqueued_by``."""
+"""Deciding spans: those with a link marked ``jobtrail.link.type=enqueued_by`` (see :mod:`.rules`)."""
 STITCH_RULE_MESSAGING = "messaging"
-"""Also any CONSUMER span with ``messaging.operation.type=process`` and exactly one link (Celery, Sidekiq)."""
+"""Also the ``semconv_process`` (Sidekiq) and ``celery_run`` (Celery, ``use_span_links=True``) shapes."""
 STITCH_RULES = (STITCH_RULE_JOBTRAIL, STITCH_RULE_MESSAGING)
 EXPORT_SCHEMES = ("grpc", "http", "https", "file")
 

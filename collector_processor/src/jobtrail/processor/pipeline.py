@@ -1,4 +1,4 @@
-"""Wires receivers -> stitcher -> exporters, and owns the two things that need a clock: the hold ticker and stop.
+"""Wires receivers -> stitcher (span store + decision cache) -> exporters; owns what needs a clock: the ticker, stop.
 
 Backpressure instead of loss: a request is admitted only when every exporter's queue has room for its spans;
 otherwise the receiver refuses it as retryable (HTTP 503 + Retry-After, gRPC UNAVAILABLE + RetryInfo) before
@@ -21,11 +21,12 @@ import time
 
 from jobtrail.processor.backpressure import Overloaded
 from jobtrail.processor.config import ProcessorConfig
+from jobtrail.processor.decision_cache import DecisionCache
 from jobtrail.processor.exporters import exporter_for
-from jobtrail.processor.hold import HoldStore
 from jobtrail.processor.hold_journal import HELD_JOURNAL_DIR, HoldJournal
 from jobtrail.processor.receivers.grpc import GrpcReceiver
 from jobtrail.processor.receivers.http import HttpReceiver
+from jobtrail.processor.span_store import SpanStore
 from jobtrail.processor.stitch import UNCHANGED_REASONS, Stitcher, StitchResult
 from jobtrail.processor.telemetry import (
     HELD_BYTES,
@@ -48,19 +49,15 @@ logger = logging.getLogger("jobtrail.processor")
 
 
 class Pipeline:
-    """One processor instance: receivers, the stitcher with its hold store, and one queued exporter per next hop."""
+    """One processor instance: receivers, the stitcher with its span store and decision cache, and one queued
+    exporter per next hop."""
 
     def __init__(self, config: ProcessorConfig, telemetry: Telemetry | None = None) -> None:
         self.config = config.validate()
         self.telemetry = telemetry or Telemetry()
-        self.store = HoldStore(
-            hold_seconds=config.hold_seconds,
-            mapping_ttl_seconds=config.mapping_ttl_seconds,
-            max_held_spans=config.max_held_spans,
-            max_mappings=config.max_mappings,
-            max_held_bytes=config.max_held_bytes,
-        )
-        self.stitcher = Stitcher(self.store, config.stitch_rule)
+        self.spans = SpanStore(config.hold_seconds, config.max_held_spans, config.max_held_bytes)
+        self.decisions = DecisionCache(config.mapping_ttl_seconds, config.max_mappings)
+        self.stitcher = Stitcher(self.spans, self.decisions, config.stitch_rule)
         self.exporters = [exporter_for(url, config, self.telemetry) for url in config.export_to]
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -140,7 +137,7 @@ class Pipeline:
                 why = f"export queue full ({', '.join(full)})" if full else "processor is shutting down"
                 raise Overloaded(f"{why}; retry later", self.config.retry_after_seconds)
             now = time.monotonic()
-            result = self.stitcher.process(request, now)
+            result = self.stitcher.process(request, now, original)
             self.telemetry.add(SPANS_RECEIVED, spans)
             self._forward(result, original)
             if self._journal and incoming:
@@ -196,8 +193,8 @@ class Pipeline:
             telemetry.declare(SPANS_FORWARDED_UNCHANGED, reason=reason)
         for reason in REFUSED_REASONS:
             telemetry.declare(REQUESTS_REFUSED, reason=reason)
-        telemetry.gauge(SPANS_HELD, lambda: self.store.held_spans)
-        telemetry.gauge(HELD_TRACES, lambda: self.store.held_traces)
-        telemetry.gauge(HELD_BYTES, lambda: self.store.held_bytes)
-        telemetry.gauge(TRACE_MAPPINGS, lambda: self.store.mapping_count)
-        telemetry.gauge(TRACE_MAPPINGS_EVICTED, lambda: self.store.mappings_evicted)
+        telemetry.gauge(SPANS_HELD, lambda: self.spans.held_spans)
+        telemetry.gauge(HELD_TRACES, lambda: self.spans.held_traces)
+        telemetry.gauge(HELD_BYTES, lambda: self.spans.held_bytes)
+        telemetry.gauge(TRACE_MAPPINGS, lambda: len(self.decisions))
+        telemetry.gauge(TRACE_MAPPINGS_EVICTED, lambda: self.decisions.evicted)

@@ -1,0 +1,109 @@
+"""Every bound is real: what the processor keeps for held spans (resources and scopes included) stays within
+``max_held_bytes``, measured on the process itself, and the span store's own count matches what it keeps."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tracemalloc
+import urllib.request
+
+import grpc
+from jobtrail.otlp import EXPORT_METHOD_PATH
+from jobtrail.processor.span_store import SpanStore
+
+from .builders import new_trace_id, request, span, string_attribute
+from .conftest import wait_for
+
+MIB = 1024 * 1024
+BOUND = 1 * MIB
+FIXED_OVERHEAD = 32 * MIB
+"""Allocator slack, gRPC buffers, the export queue passing evicted spans on: independent of how much is held."""
+SPANS = 1500
+RESOURCE_BYTES = 64 * 1024
+
+
+def orphan_with_big_resource(number: int) -> bytes:
+    """One child span whose root never comes, under a distinct 64 KiB resource (the case that used to escape)."""
+    built = request(span("job work", new_trace_id(), b"\x01" * 8), service=f"worker-{number}")
+    filler = os.urandom(RESOURCE_BYTES // 2).hex()
+    built.resource_spans[0].resource.attributes.append(string_attribute("big", filler))
+    return built.SerializeToString()
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        return int(re.search(r"^VmRSS:\s+(\d+) kB", status.read(), re.M).group(1)) * 1024
+
+
+def metric(http_port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(value) for value in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def test_process_memory_stays_within_max_held_bytes_plus_a_fixed_overhead(grpc_downstream):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("JOBTRAIL_PROCESSOR_")}
+    env["JOBTRAIL_PROCESSOR_MAX_HELD_BYTES"] = str(BOUND)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobtrail.processor", "--listen-grpc", "127.0.0.1:0", "--listen-http", "127.0.0.1:0"]
+        + ["--export-to", grpc_downstream.url, "--hold", "600"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = ""
+        while "listening" not in line:
+            line = process.stderr.readline()
+            assert line, "the processor exited before it was ready"
+        grpc_port, http_port = (int(port) for port in re.search(r"grpc=(\d+) http=(\d+)", line).groups())
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        export = channel.unary_unary(EXPORT_METHOD_PATH, request_serializer=None, response_deserializer=None)
+        for number in range(100):  # warm up: allocator pools, gRPC buffers, the exporter's channel
+            export(orphan_with_big_resource(number), timeout=30)
+        wait_for(lambda: metric(http_port, "jobtrail_processor_spans_received_total") == 100, "the warm-up")
+        before = rss_bytes(process.pid)
+
+        for number in range(100, 100 + SPANS):
+            export(orphan_with_big_resource(number), timeout=30)
+        wait_for(lambda: metric(http_port, "jobtrail_processor_spans_received_total") == 100 + SPANS, "every span")
+        wait_for(lambda: metric(http_port, "jobtrail_processor_export_queue_spans") == 0, "the queue to drain")
+        grown = rss_bytes(process.pid) - before
+
+        held_bytes = metric(http_port, "jobtrail_processor_held_bytes")
+        held = metric(http_port, "jobtrail_processor_spans_held")
+        evicted = metric(http_port, 'jobtrail_processor_spans_forwarded_unchanged_total{reason="hold_full"}')
+        channel.close()
+    finally:
+        process.kill()
+        process.wait()
+
+    assert 0 < held_bytes <= BOUND
+    assert held + evicted == 100 + SPANS and evicted > SPANS, "the oldest traces were forwarded to make room"
+    assert held * RESOURCE_BYTES <= BOUND, "each held span's resource was counted"
+    assert grown <= BOUND + FIXED_OVERHEAD, f"the process grew {grown / MIB:.1f} MiB with a {BOUND / MIB:.0f} MiB bound"
+    assert len(grpc_downstream.recorder.spans()) == evicted
+
+
+def test_the_store_counts_at_least_what_it_keeps():
+    """tracemalloc over the store alone: the counted bytes cover the real ones (spans, resources, bookkeeping)."""
+    store = SpanStore(hold_seconds=60, max_spans=10**6, max_bytes=1 << 40)
+    prepared = []
+    for number in range(2000):
+        built = request(span("job work", new_trace_id(), b"\x01" * 8), service=f"worker-{number % 50}")
+        resource_spans = built.resource_spans[0]
+        resource = type(resource_spans)(resource=resource_spans.resource).SerializeToString()
+        scope_spans = resource_spans.scope_spans[0]
+        prepared.append((scope_spans.spans[0].trace_id, resource, scope_spans.SerializeToString()))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for trace_id, resource, scope_spans in prepared:
+        # Fresh copies, as the stitcher makes them per request: duplicates of a held resource are let go.
+        store.hold(bytes(bytearray(trace_id)), bytes(bytearray(resource)), bytes(bytearray(scope_spans)), 1, now=0.0)
+    kept = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert store.held_bytes >= kept, f"counted {store.held_bytes} bytes, kept {kept}"
+    assert store.held_bytes <= 2 * kept, "and not wildly more (the bound would be wasted)"
