@@ -40,7 +40,8 @@ def test_page_loads_the_kit_and_its_config(client) -> None:
     html = page.get_data(as_text=True)
     assert '<script src="/jobtrail/jobtrail.js"></script>' in html
     config = json.loads(re.search(r'<script id="demo-config" type="application/json">(.*?)</script>', html).group(1))
-    assert config == {"serviceName": WEB_SERVICE, "screen": SCREEN, "jaegerUrl": "http://127.0.0.1:16686"}
+    link = "http://127.0.0.1:16686/trace/{trace_id}"
+    assert config == {"serviceName": WEB_SERVICE, "screen": SCREEN, "jaegerTraceLink": link}
     assert client.get("/static/demo.js").status_code == 200
     assert client.get("/static/secrets.txt").status_code == 404
     assert client.get("/jobtrail/jobtrail.js").status_code == 200

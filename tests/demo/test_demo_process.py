@@ -154,7 +154,7 @@ def test_stitched_traces_also_go_to_a_reachable_jaeger_and_the_page_links_to_it(
         jaeger_ui = "http://127.0.0.1:16686"
         with run_demo(tmp_path, "--jaeger-otlp", f"127.0.0.1:{jaeger.port}", "--jaeger-ui", jaeger_ui) as demo:
             page = call(demo.url).decode()
-            assert f'"jaegerUrl": "{jaeger_ui}"' in page
+            assert f'"jaegerTraceLink": "{jaeger_ui}/trace/{{trace_id}}"' in page
             call(f"{demo.url.rstrip('/')}/api/reports", {"period": "2026-11"})
 
             def stitched_attempt(spans: list) -> bool:

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import yaml
 
+from tests.stack.stackfiles import with_env_defaults
+
 FRAGMENT = Path(__file__).resolve().parents[2] / "collector_processor" / "deploy" / "otel-collector.loadbalancing.yaml"
 
 
 def test_loadbalancing_fragment_routes_by_trace_id_to_several_replicas():
-    config = yaml.safe_load(FRAGMENT.read_text())
+    config = yaml.safe_load(with_env_defaults(FRAGMENT.read_text()))
 
-    (balancer_name,) = [name for name in config["exporters"] if name.split("/")[0] == "loadbalancing"]
+    (balancer_name,) = [name for name in config["exporters"] if name.split("/")[0] == "load_balancing"]
     balancer = config["exporters"][balancer_name]
     assert balancer["routing_key"] == "traceID"
     assert "otlp" in balancer["protocol"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -48,8 +49,17 @@ def console_scripts() -> dict[str, str]:
     }
 
 
+ENV_REFERENCE = re.compile(r"\$\{env:(?P<name>\w+):-(?P<default>[^}]*)\}")
+BUILDER_MANIFEST = REPO / "collector_processor" / "deploy" / "stack" / "builder-config.yaml"
+
+
+def with_env_defaults(text: str) -> str:
+    """A collector file as the collector reads it with none of its ``${env:NAME:-default}`` variables set."""
+    return ENV_REFERENCE.sub(lambda match: match["default"], text)
+
+
 def collector_config() -> dict[str, Any]:
-    return yaml.safe_load(COLLECTOR_FILE.read_text())
+    return yaml.safe_load(with_env_defaults(COLLECTOR_FILE.read_text()))
 
 
 def host_port(endpoint: str) -> tuple[str, int]:

@@ -53,10 +53,10 @@ def test_memory_limiter_comes_first(config: dict[str, Any]) -> None:
 
 def test_the_processor_hop_matches_the_compose_file(config: dict[str, Any], compose: dict[str, Any]) -> None:
     command = compose["services"][PROCESSOR_SERVICE]["command"]
-    host, port = host_port(config["exporters"]["otlp/jobtrail"]["endpoint"])
+    host, port = host_port(config["exporters"]["otlp_grpc/jobtrail"]["endpoint"])
     assert host == PROCESSOR_SERVICE
     assert port == host_port(option(command, "--listen-grpc")[0])[1]
-    assert config["service"]["pipelines"]["traces/in"]["exporters"] == ["otlp/jobtrail"]
+    assert config["service"]["pipelines"]["traces/in"]["exporters"] == ["otlp_grpc/jobtrail"]
 
 
 def test_stitched_traces_come_back_on_their_own_receiver_and_go_to_jaeger(
@@ -75,8 +75,8 @@ def test_stitched_traces_come_back_on_their_own_receiver_and_go_to_jaeger(
     ]
     stitched = config["service"]["pipelines"]["traces/stitched"]
     assert receivers_on_port == stitched["receivers"], "the processor's output must not loop back into traces/in"
-    assert stitched["exporters"] == ["otlp/jaeger"]
-    jaeger_host, jaeger_port = host_port(config["exporters"]["otlp/jaeger"]["endpoint"])
+    assert stitched["exporters"] == ["otlp_grpc/jaeger"]
+    jaeger_host, jaeger_port = host_port(config["exporters"]["otlp_grpc/jaeger"]["endpoint"])
     assert jaeger_host in compose["services"] and jaeger_port == 4317
 
 
@@ -90,11 +90,11 @@ def test_the_commented_loadbalancing_variant_is_valid_and_routes_by_trace(
     config: dict[str, Any], compose: dict[str, Any]
 ) -> None:
     text = COLLECTOR_FILE.read_text()
-    block = re.search(r"^  # loadbalancing/jobtrail:\n((?:  #   .*\n)+)", text, re.MULTILINE)
-    assert block, "the loadbalancing variant is missing from otel-collector.yaml"
+    block = re.search(r"^  # load_balancing/jobtrail:\n((?:  #   .*\n)+)", text, re.MULTILINE)
+    assert block, "the load_balancing variant is missing from otel-collector.yaml"
     uncommented = yaml.safe_load(re.sub(r"^  #   ", "", block.group(1), flags=re.MULTILINE))
     assert uncommented["routing_key"] == "traceID"
     dns = uncommented["resolver"]["dns"]
     command = compose["services"][PROCESSOR_SERVICE]["command"]
     assert dns["hostname"] == PROCESSOR_SERVICE
-    assert dns["port"] == host_port(option(command, "--listen-grpc")[0])[1]
+    assert dns["port"] == str(host_port(option(command, "--listen-grpc")[0])[1]), "the resolver reads a string"

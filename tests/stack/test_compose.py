@@ -15,6 +15,7 @@ from jobtrail.processor.config import load_config
 from jobtrail.trail.sources import JAEGER_VERSION
 
 from tests.stack.stackfiles import (
+    BUILDER_MANIFEST,
     COLLECTOR_SERVICE,
     COMPOSE_FILE,
     DOCKERFILE,
@@ -82,7 +83,25 @@ def test_images_are_pinned(resolved: dict[str, Any]) -> None:
         repository, _, tag = image.rpartition(":")
         assert repository and re.fullmatch(r"\d+\.\d+\.\d+(-[a-z]+)?", tag), f"{name}: {image} is not pinned"
     assert images["jaeger"] == f"jaegertracing/jaeger:{JAEGER_VERSION}", "the Jaeger the trail view is written against"
-    assert images[COLLECTOR_SERVICE].startswith("otel/opentelemetry-collector-contrib:")
+    assert images[COLLECTOR_SERVICE] == f"otel/opentelemetry-collector-contrib:{built_collector_release()}"
+
+
+def built_collector_release() -> str:
+    """The contrib release every component in the builder manifest (what the stack tests run) comes from."""
+    manifest = yaml.safe_load(BUILDER_MANIFEST.read_text())
+    versions = {
+        entry["gomod"].split()[1]
+        for section in ("receivers", "processors", "exporters", "extensions")
+        for entry in manifest[section]
+    }
+    assert len(versions) == 1, f"one collector release, not {versions}"
+    return versions.pop().removeprefix("v")
+
+
+def test_the_compose_jaeger_is_the_one_the_stack_tests_build() -> None:
+    tool_module = (BUILDER_MANIFEST.parent / "jaeger" / "go.mod").read_text()
+    assert f"is Jaeger v{JAEGER_VERSION}" in tool_module
+    assert re.search(r"^\tgithub.com/jaegertracing/jaeger v1\.76\.0\b", tool_module, re.MULTILINE)
 
 
 def test_commands_are_installed_scripts_with_arguments_they_accept(resolved: dict[str, Any]) -> None:

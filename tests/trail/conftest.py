@@ -61,20 +61,37 @@ def stitched_file(processor_file: ProcessorFile) -> tuple[Path, Emitted]:
     return processor_file.finish(), emitted
 
 
-class JaegerQueryStub(ThreadingHTTPServer):
-    """Answers ``/api/v3/traces/{id}`` and ``/api/v3/traces?query.*`` like Jaeger 2.19's api_v3 HTTP gateway.
+JAEGER_PINNED = "2.13.0"
+"""Pre-2.19 rules: the Jaeger docker-compose.yml pins and ``./dev stack-tools`` builds."""
+JAEGER_ATTRIBUTE_SEARCH = "2.19.0"
+"""2.19 rules: camelCase parameters, ``query.attributes`` honoured, a default depth."""
+STUB_MAX_TRACES = 100_000
+"""Jaeger's memory storage ``max_traces`` (the all-in-one default); a deeper search is refused with a 500."""
+_CANONICAL = {
+    "query.service_name": "query.serviceName",
+    "query.start_time_min": "query.startTimeMin",
+    "query.start_time_max": "query.startTimeMax",
+    "query.search_depth": "query.searchDepth",
+}
 
-    There is no Docker engine here to run Jaeger itself, so this follows its gateway's documented rules:
-    ``{"result": <OTLP JSON TracesData>}`` with hex ids and integer enums; 404 ``{"error": {...}}`` when
-    nothing is found; 400 without the time window; camelCase parameters win over the deprecated snake_case
-    spellings (a request that needs a snake_case one is recorded in ``deprecated_requests``, where Jaeger
-    answers ``Deprecation: true``); ``query.attributes`` is a JSON object of string values, honoured only
-    when ``honours_attributes`` (releases before 2.19 ignore it). It serves what a real processor wrote.
+
+class JaegerQueryStub(ThreadingHTTPServer):
+    """Answers ``/api/v3/traces/{id}`` and ``/api/v3/traces?query.*`` by the rules of Jaeger's api_v3 HTTP gateway
+    and memory storage, read from Jaeger's source at 2.13.0 and 2.19.0 (the real Jaeger runs in tests/stack).
+
+    Both: ``{"result": <OTLP JSON>}`` with hex ids and integer enums; 404 ``{"error": {...}}`` when nothing is
+    found; 400 without both time bounds; a trace matches when ONE of its spans is from the service's resource
+    and starts inside the window (and, from 2.19, holds every searched attribute on itself, its scope, resource,
+    events or links, compared as strings); at most ``depth`` traces, the most recently stored first.
+    2.13: only snake_case names are read, the depth only from ``query.num_traces`` (none: the storage answers
+    500), ``query.attributes`` is ignored. 2.19: camelCase wins over snake_case (a request that needed a
+    snake_case name is recorded in ``deprecated_requests``), depth from ``query.searchDepth``,
+    ``query.search_depth`` or ``query.num_traces`` (default 100), min must be before max.
     """
 
-    def __init__(self, requests: list[ExportTraceServiceRequest], honours_attributes: bool = True) -> None:
+    def __init__(self, requests: list[ExportTraceServiceRequest], version: str = JAEGER_PINNED) -> None:
         super().__init__(("127.0.0.1", 0), _JaegerHandler)
-        self.honours_attributes = honours_attributes
+        self.version = version
         self.traces: dict[str, ExportTraceServiceRequest] = {}
         self.seen_queries: list[dict[str, list[str]]] = []
         self.deprecated_requests: list[str] = []
@@ -93,18 +110,57 @@ class JaegerQueryStub(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def search(self, service: str, attributes: dict[str, str]) -> list[ExportTraceServiceRequest]:
-        found = []
-        for trace in self.traces.values():
-            services = {attributes_dict(rs.resource.attributes).get("service.name") for rs in trace.resource_spans}
-            spans = [span for rs in trace.resource_spans for ss in rs.scope_spans for span in ss.spans]
-            has_attributes = any(
-                all(str(attributes_dict(span.attributes).get(key)) == value for key, value in attributes.items())
-                for span in spans
-            )
-            if service in services and (has_attributes or not self.honours_attributes):
-                found.append(trace)
-        return found
+    @property
+    def honours_attributes(self) -> bool:
+        return self.version == JAEGER_ATTRIBUTE_SEARCH
+
+    def search(
+        self, service: str, window: tuple[datetime, datetime], attributes: dict[str, str], depth: int
+    ) -> list[ExportTraceServiceRequest]:
+        wanted = attributes if self.honours_attributes else {}
+        newest_first = reversed(list(self.traces.values()))
+        return [trace for trace in newest_first if _trace_matches(trace, service, window, wanted)][:depth]
+
+
+def _as_string(value: object) -> str:
+    """pcommon ``Value.AsString``: booleans lower-case, numbers and strings as written."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _holds(attributes, key: str, value: str) -> bool:
+    found = attributes_dict(attributes)
+    return key in found and _as_string(found[key]) == value
+
+
+def _trace_matches(
+    trace: ExportTraceServiceRequest, service: str, window: tuple[datetime, datetime], attributes: dict[str, str]
+) -> bool:
+    low, high = (int(bound.timestamp() * 1e9) for bound in window)
+    for resource_spans in trace.resource_spans:
+        if service and attributes_dict(resource_spans.resource.attributes).get("service.name") != service:
+            continue
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                if not low <= span.start_time_unix_nano <= high:
+                    continue
+                places = [
+                    span.attributes,
+                    scope_spans.scope.attributes,
+                    resource_spans.resource.attributes,
+                    *(event.attributes for event in span.events),
+                    *(link.attributes for link in span.links),
+                ]
+                if all(any(_holds(place, key, value) for place in places) for key, value in attributes.items()):
+                    return True
+    return False
+
+
+class _SearchError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _JaegerHandler(BaseHTTPRequestHandler):
@@ -121,31 +177,39 @@ class _JaegerHandler(BaseHTTPRequestHandler):
             return
         query = urllib.parse.parse_qs(parts.query)
         self.server.seen_queries.append(query)
+        try:
+            self._answer(self._search(query))
+        except _SearchError as error:
+            self._error(error.status, str(error))
 
-        def param(canonical: str, deprecated: str) -> str:
-            """Jaeger's precedence: the camelCase name wins; the snake_case one is read with a deprecation."""
-            if query.get(canonical, [""])[0]:
+    def _search(self, query: dict[str, list[str]]) -> list[ExportTraceServiceRequest]:
+        modern = self.server.honours_attributes
+
+        def param(deprecated: str) -> str:
+            canonical = _CANONICAL.get(deprecated)
+            if modern and canonical and query.get(canonical, [""])[0]:
                 return query[canonical][0]
-            if query.get(deprecated, [""])[0]:
-                self.server.deprecated_requests.append(deprecated)
+            if query.get(deprecated, [""])[0] and (modern or deprecated != "query.search_depth"):
+                if modern:
+                    self.server.deprecated_requests.append(deprecated)
                 return query[deprecated][0]
             return ""
 
-        service = param("query.serviceName", "query.service_name")
-        bounds = [
-            param("query.startTimeMin", "query.start_time_min"),
-            param("query.startTimeMax", "query.start_time_max"),
-        ]
+        bounds = [param("query.start_time_min"), param("query.start_time_max")]
+        if not all(bounds):
+            raise _SearchError(400, "query.start_time_min and query.start_time_max are required")
         try:
-            if not all(bounds):
-                raise ValueError("query.startTimeMin and query.startTimeMax are required")
-            for bound in bounds:
-                datetime.fromisoformat(bound.replace("Z", "+00:00"))
-            attributes = json.loads(query.get("query.attributes", ["{}"])[0])
+            window = tuple(datetime.fromisoformat(bound.replace("Z", "+00:00")) for bound in bounds)
+            attributes = json.loads(query.get("query.attributes", ["{}"])[0]) if modern else {}
+            depth_text = param("query.search_depth") or query.get("query.num_traces", [""])[0]
+            depth = int(depth_text) if depth_text else (100 if modern else 0)
         except ValueError as error:
-            self._error(400, f"malformed query: {error}")
-            return
-        self._answer(self.server.search(service, attributes))
+            raise _SearchError(400, f"malformed parameter: {error}") from None
+        if modern and not window[0] < window[1]:
+            raise _SearchError(400, "query.startTimeMin must be before query.startTimeMax")
+        if not 0 < depth <= STUB_MAX_TRACES:
+            raise _SearchError(500, "search depth must be greater than 0 and less than max traces")
+        return self.server.search(param("query.service_name"), (window[0], window[1]), attributes, depth)
 
     def _answer(self, traces: list[ExportTraceServiceRequest]) -> None:
         if not traces:
@@ -181,8 +245,8 @@ def read_requests(path: Path) -> list[ExportTraceServiceRequest]:
 def jaeger_stub_factory() -> Iterator:
     servers: list[JaegerQueryStub] = []
 
-    def start(requests: list[ExportTraceServiceRequest], honours_attributes: bool = True) -> JaegerQueryStub:
-        server = JaegerQueryStub(requests, honours_attributes)
+    def start(requests: list[ExportTraceServiceRequest], version: str = JAEGER_PINNED) -> JaegerQueryStub:
+        server = JaegerQueryStub(requests, version)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server

@@ -24,7 +24,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from jobtrail.trail.sources import FileSource, FoundTrail, JaegerSource, Lookup, SourceError, TrailNotFound
+from jobtrail.trail.sources import (
+    FileSource,
+    FirstSource,
+    FoundTrail,
+    JaegerSource,
+    Lookup,
+    SourceError,
+    TrailNotFound,
+)
 from jobtrail.trail.timeline import OVERDUE_AFTER, build_timeline
 
 EXIT_FOUND = 0
@@ -48,13 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit codes: 0 found, 1 not found, 2 the source cannot be read or the input is wrong.",
     )
     trail.add_argument("identifier", help="a request id (req_...), a trace id or job id (32 hex), or a job id")
-    source = trail.add_mutually_exclusive_group()
-    source.add_argument(
+    trail.add_argument(
         "--file",
         metavar="PATH.jsonl",
-        help=f"the processor's OTLP/JSON file output (default ${TRACE_FILE_ENV}, else the demo's {DEMO_TRACE_FILE})",
+        help=f"the processor's OTLP/JSON file output (default ${TRACE_FILE_ENV}, else the demo's {DEMO_TRACE_FILE}); "
+        "with --jaeger, read when Jaeger fails or lacks the trail",
     )
-    source.add_argument("--jaeger", metavar="URL", help="Jaeger v2 query base URL, e.g. http://127.0.0.1:16686")
+    trail.add_argument("--jaeger", metavar="URL", help="Jaeger v2 query base URL, e.g. http://127.0.0.1:16686")
     trail.add_argument(
         "--service",
         action="append",
@@ -120,10 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         lookup = Lookup.parse(args.identifier)
         answer["looked_up_as"] = list(lookup.kinds)
-        source: FileSource | JaegerSource
+        source: FileSource | JaegerSource | FirstSource
         if args.jaeger:
-            source = JaegerSource(args.jaeger, args.service or DEFAULT_SERVICES, timedelta(hours=args.lookback_hours))
-            answer["source"] = source.base_url
+            jaeger = JaegerSource(args.jaeger, args.service or DEFAULT_SERVICES, timedelta(hours=args.lookback_hours))
+            source = FirstSource([jaeger, FileSource(args.file)]) if args.file else jaeger
+            answer["source"] = jaeger.base_url
         else:
             source = FileSource(args.file) if args.file else default_file_source()
             answer["source"] = source.path

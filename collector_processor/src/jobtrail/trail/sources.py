@@ -31,7 +31,8 @@ TRACE_ID_PATTERN = re.compile(r"^[0-9a-fA-F]{32}$")
 LOOKUP_REQUEST_ID = "request_id"
 LOOKUP_TRACE_ID = "trace_id"
 LOOKUP_JOB_ID = "job_id"
-JAEGER_SEARCH_DEPTH = 20
+JAEGER_SEARCH_DEPTH = 100
+"""Traces asked of Jaeger per service search (2.19's own default); memory storage refuses more than it keeps."""
 
 
 class TrailNotFound(LookupError):
@@ -118,6 +119,9 @@ class FileSource:
     def __init__(self, path: str) -> None:
         self.path = path
 
+    def __str__(self) -> str:
+        return f"the file {self.path}"
+
     def files(self) -> list[str]:
         """The live file and its rotated backups, oldest first."""
         backups = [name for name in glob.glob(glob.escape(self.path) + ".*") if name.rpartition(".")[2].isdigit()]
@@ -163,21 +167,21 @@ class FileSource:
                 raise SourceError(f"cannot read {name}: {error}") from None
 
 
-JAEGER_VERSION = "2.19.0"
-"""The Jaeger this source is written against, and the image docker-compose.yml pins (a test checks they agree).
-
-2.19.0 is the first release whose HTTP gateway honours ``query.attributes``; older v2 releases ignore it and
-answer every trace of the service, which :meth:`JaegerSource.find` then filters itself, so they work, slower.
+JAEGER_VERSION = "2.13.0"
+"""The Jaeger the stack runs: the image docker-compose.yml pins and the binary ``./dev stack-tools`` builds
+(tests keep all three equal). It is the newest Jaeger the Go module proxy serves here; it reads only the
+snake_case parameters, takes the search depth only from ``query.num_traces`` and ignores ``query.attributes``.
 """
 
 
 class JaegerSource:
-    """Jaeger v2's query API: ``GET /api/v3/traces/{id}`` and the attribute search ``GET /api/v3/traces``.
+    """Jaeger v2's query API: ``GET /api/v3/traces/{id}`` and the search ``GET /api/v3/traces``.
 
     The search needs a service name and a time window; the trail searches each of ``services`` so that a
     trail whose attempts were never stitched (they live in the worker's own traces) is still found whole.
-    Only api_v3 is used: the UI's old internal JSON search (``GET /api/traces?service=...&tags=...``) is
-    not a public API and is being removed.
+    Jaeger before 2.19 ignores ``query.attributes`` and answers the newest ``depth`` traces of the service,
+    which :meth:`find` filters itself. Only api_v3 is used: the UI's internal JSON search
+    (``GET /api/traces?service=...&tags=...``) is not a public API.
     """
 
     def __init__(
@@ -187,42 +191,56 @@ class JaegerSource:
         lookback: timedelta = timedelta(hours=24),
         timeout: float = 10.0,
         now: datetime | None = None,
+        depth: int = JAEGER_SEARCH_DEPTH,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.services = list(services)
         self.lookback = lookback
         self.timeout = timeout
+        self.depth = depth
         self._now = now
+
+    def __str__(self) -> str:
+        return f"Jaeger at {self.base_url}"
 
     def find(self, lookup: Lookup) -> FoundTrail:
         spans: list[TrailSpan] = []
+        warnings: list[str] = []
         if LOOKUP_TRACE_ID in lookup.kinds:
             spans = self._get(f"/api/v3/traces/{lookup.value}")
         if not spans:
             for service in self.services:
                 for attribute in lookup.search_attributes:
-                    spans.extend(self._get(self.search_url(service, lookup, attribute)))
+                    answer = self._get(self.search_url(service, lookup, attribute))
+                    spans.extend(answer)
+                    if len({span.trace_id for span in answer}) >= self.depth:
+                        warnings.append(
+                            f"Jaeger answered {self.depth} traces of {service} (the search depth): older ones were "
+                            "not searched; a shorter --lookback-hours narrows the window"
+                        )
         matching_traces = {span.trace_id for span in spans if lookup.matches(span)}
         spans = [span for span in spans if span.trace_id in matching_traces]
         if not spans:
-            raise TrailNotFound(f"Jaeger at {self.base_url} has no trace holding {lookup.describe()} {lookup.value}")
-        return FoundTrail(unique_spans(spans))
+            missing = f"Jaeger at {self.base_url} has no trace holding {lookup.describe()} {lookup.value}"
+            raise TrailNotFound(" ".join([missing, *dict.fromkeys(warnings)]))
+        return FoundTrail(unique_spans(spans), list(dict.fromkeys(warnings)))
 
     def search_url(self, service: str, lookup: Lookup, attribute: str | None = None) -> str:
         """The api_v3 search for one service, attributes as one JSON object of strings.
 
         ``attribute``: which of the lookup's attributes to search (its first by default; a 32-hex value is
         searched once as an original trace id and once as a job id).
-        Each parameter goes in Jaeger's canonical camelCase and in the snake_case spelling it deprecated
-        (removed in v2.20): Jaeger uses the camelCase one when both are sent, releases before the rename
-        read the snake_case one, so one URL works across the v2 line.
+        Each parameter goes in Jaeger's canonical camelCase (2.19 on) and in the snake_case spelling older
+        releases read (still accepted, deprecated, in 2.20). The depth goes a third time as
+        ``query.num_traces``: before 2.19 it is the only name read, and without it the memory storage
+        answers 500 for every search.
         """
         now = self._now or datetime.now(timezone.utc)
         values = {
             ("serviceName", "service_name"): service,
             ("startTimeMin", "start_time_min"): _rfc3339(now - self.lookback),
             ("startTimeMax", "start_time_max"): _rfc3339(now),
-            ("searchDepth", "search_depth"): str(JAEGER_SEARCH_DEPTH),
+            ("searchDepth", "search_depth", "num_traces"): str(self.depth),
         }
         query = [(f"query.{name}", value) for names, value in values.items() for name in names]
         query.append(("query.attributes", json.dumps({attribute or lookup.search_attributes[0]: lookup.value})))
@@ -246,6 +264,36 @@ class JaegerSource:
             return spans_from_request(decode_request(json.dumps(result)))
         except (ValueError, KeyError, TypeError, OtlpDecodeError) as error:
             raise SourceError(f"Jaeger's answer for {url} is not an api_v3 trace result: {error}") from None
+
+
+class FirstSource:
+    """Several sources in order (e.g. Jaeger, then the processor's file): the first that finds the trail wins.
+
+    A source that fails (unreachable, 5xx, unreadable) or does not hold the trail is named in a warning and the
+    next one is asked; when none finds it, a failure outranks "not found", so a broken Jaeger is never
+    reported as a missing trail.
+    """
+
+    def __init__(self, sources: Sequence[FileSource | JaegerSource]) -> None:
+        self.sources = list(sources)
+
+    def find(self, lookup: Lookup) -> FoundTrail:
+        failures: list[str] = []
+        missing: list[str] = []
+        for source in self.sources:
+            try:
+                found = source.find(lookup)
+            except SourceError as error:
+                failures.append(str(error))
+                continue
+            except TrailNotFound as error:
+                missing.append(str(error))
+                continue
+            notes = [f"{note}; used {source} instead" for note in failures + missing]
+            return FoundTrail(found.spans, notes + found.warnings)
+        if failures:
+            raise SourceError("; ".join(failures + missing))
+        raise TrailNotFound("; ".join(missing))
 
 
 def _rfc3339(moment: datetime) -> str:

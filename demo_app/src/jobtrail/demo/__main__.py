@@ -2,6 +2,7 @@
 
     jobtrail-demo                 # embedded: Redis, processor, API + page, worker; prints the URL
     jobtrail-demo --scripted      # the same, then headless Chromium clicks every scenario; prints each trail
+    jobtrail-demo --stack         # the real collector, a processor subprocess and Jaeger instead (./dev demo --stack)
     jobtrail-demo api             # only the API (docker-compose.yml), settings from the environment
     jobtrail-demo worker          # only the worker with the scheduler
 """
@@ -21,9 +22,10 @@ from jobtrail.demo.api import create_app
 from jobtrail.demo.embedded import EmbeddedDemo
 from jobtrail.demo.scripted import run_scripted, scripted_unavailable
 from jobtrail.demo.settings import API_SERVICE, DemoSettings
+from jobtrail.demo.stack import Stack, StackError, StackTools
 from jobtrail.demo.telemetry import start_telemetry
 from jobtrail.demo.worker import run_worker
-from jobtrail.trail.cli import trail_command
+from jobtrail.trail.cli import invocation, trail_command
 from werkzeug.serving import make_server
 
 DEFAULT_DATA_DIR = "var/jobtrail"
@@ -46,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--jaeger-ui", default="http://127.0.0.1:16686", help="Jaeger UI for the page's trace links")
     parser.add_argument("--scripted", action="store_true", help="drive every scenario in headless Chromium, then exit")
+    parser.add_argument(
+        "--stack",
+        action="store_true",
+        help="run the real OpenTelemetry Collector, a processor subprocess and Jaeger v2 (the binaries in "
+        "JOBTRAIL_OTELCOL_BIN / JOBTRAIL_JAEGER_BIN; `./dev demo --stack` builds them) instead of the in-process "
+        "processor",
+    )
     commands = parser.add_subparsers(dest="command", metavar="{api,worker}")
     api = commands.add_parser("api", help="run only the API (settings from REDIS_URL, OTEL_EXPORTER_OTLP_ENDPOINT...)")
     api.add_argument("--host", dest="api_host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -88,6 +97,14 @@ def _run_embedded(settings: DemoSettings, args: argparse.Namespace) -> int:
         print(f"jobtrail-demo: {unavailable}", file=sys.stderr)
         return 2
     jaeger_otlp = None if args.jaeger_otlp in ("", "off") else args.jaeger_otlp
+    stack = None
+    if args.stack:
+        try:
+            tools = StackTools.from_env()
+        except StackError as error:
+            print(f"jobtrail-demo: {error}", file=sys.stderr)
+            return 2
+        stack = Stack(tools, Path(args.data_dir).resolve() / "stack", hold_seconds=args.hold)
     demo = EmbeddedDemo(
         Path(args.data_dir),
         host=args.host,
@@ -96,6 +113,7 @@ def _run_embedded(settings: DemoSettings, args: argparse.Namespace) -> int:
         jaeger_otlp=jaeger_otlp,
         jaeger_ui=args.jaeger_ui,
         settings=settings,
+        stack=stack,
     )
     stop = _stop_on_signals()
     try:
@@ -103,7 +121,12 @@ def _run_embedded(settings: DemoSettings, args: argparse.Namespace) -> int:
         print(f"jobtrail demo: {demo.url}", flush=True)
         print(f"  stitched traces: {demo.trace_file}", flush=True)
         print(f"  a trail:         {trail_command(demo.trace_file)}", flush=True)
-        if demo.settings.jaeger_ui_url:
+        if stack is not None:
+            print(f"  Jaeger:          {stack.jaeger.url}/api/v3/traces/<trace id>", flush=True)
+            print("                   (its UI page is a placeholder: built without the UI's assets; the API is whole)")
+            print(f"  a trail:         {invocation()} trail <reference> --jaeger {stack.jaeger.url}", flush=True)
+            print(f"  stack logs:      {stack.workdir}", flush=True)
+        elif demo.settings.jaeger_ui_url:
             print(f"  Jaeger:          {demo.settings.jaeger_ui_url}", flush=True)
         if args.scripted:
             as_told = run_scripted(demo.url, demo.trace_file, sys.stdout, settle_s=args.hold + BROWSER_EXPORT_DELAY_S)

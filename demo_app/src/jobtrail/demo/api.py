@@ -64,7 +64,7 @@ def create_app(settings: DemoSettings, connection: redis.Redis) -> flask.Flask:
     page_config = {
         "serviceName": WEB_SERVICE,
         "screen": SCREEN,
-        "jaegerUrl": settings.jaeger_ui_url.rstrip("/"),
+        "jaegerTraceLink": settings.jaeger_trace_link(),
     }
 
     @app.get("/")

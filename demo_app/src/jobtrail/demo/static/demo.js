@@ -130,8 +130,8 @@ class Card {
     delete this.section.dataset.final;
     this.field('reference').textContent = requestId;
     this.field('copy').addEventListener('click', () => this.copy(requestId));
-    if (config.jaegerUrl) {
-      this.field('trace-link').href = `${config.jaegerUrl}/trace/${traceId}`;
+    if (config.jaegerTraceLink) {
+      this.field('trace-link').href = config.jaegerTraceLink.replace('{trace_id}', traceId);
       for (const element of this.outcome.querySelectorAll('.trace')) element.hidden = false;
     }
     this.show('sending');
