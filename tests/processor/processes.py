@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -82,3 +83,15 @@ class ProcessorProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(60)
+
+
+def post_protobuf(port: int, body: bytes) -> int:
+    """POST one OTLP/protobuf body to the processor's HTTP receiver; the answer's status."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status
+    finally:
+        connection.close()
