@@ -563,6 +563,30 @@ def test_celery_retries_exported_before_the_attempt_that_sent_them_wait_for_it()
     assert {s.span_id: s.parent_span_id for s in out}[third.span_id] == republish_2.span_id
 
 
+def test_a_celery_retry_waiting_for_an_attempt_decided_in_the_same_request_follows_it() -> None:
+    """Attempt 2 waits for attempt 1; attempt 3 comes in the request that decides attempt 1 (so attempt 2 too):
+    attempt 3 must follow attempt 2 into the request trace, not wait for a decision already made."""
+    request_root = span("POST /work", new_trace_id(), kind=Span.SPAN_KIND_SERVER)
+    publish = span("apply_async/tasks.flaky", request_root.trace_id, request_root.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    first = celery_run(publish)
+    republish_1 = span("apply_async/tasks.flaky", first.trace_id, first.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    second = celery_run(republish_1)
+    republish_2 = span("apply_async/tasks.flaky", second.trace_id, second.span_id, kind=Span.SPAN_KIND_PRODUCER)
+    third = celery_run(republish_2)
+    subject = stitcher(STITCH_RULE_MESSAGING)
+
+    out = spans_of(subject.process(request(publish, request_root), now=0.0).request)
+    assert spans_of(subject.process(request(republish_2), now=0.1).request) == []
+    assert spans_of(subject.process(request(second, republish_1), now=0.2).request) == []
+    last = subject.process(request(third, first), now=0.3)
+    out += spans_of(last.request)
+
+    assert len(out) == 7 and {s.trace_id for s in out} == {request_root.trace_id}
+    assert last.stitched == 5 and subject.spans.held_spans == 0
+    assert {s.span_id: s.parent_span_id for s in out}[third.span_id] == republish_2.span_id
+    assert spans_of(subject.expire(now=10.0).request) == []
+
+
 def test_a_waiting_celery_attempt_goes_where_its_link_points_when_the_window_ends() -> None:
     previous_attempt = span("run/tasks.flaky", new_trace_id(), kind=Span.SPAN_KIND_CONSUMER)
     republish = span("apply_async/tasks.flaky", previous_attempt.trace_id, previous_attempt.span_id)

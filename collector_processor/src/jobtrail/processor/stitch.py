@@ -111,10 +111,10 @@ class Stitcher:
         known = partial(self.decisions.get, now=now)
         decided, waiting = decide(scan.claims, scan.trace_ids, known, scan.patient)
         release = [trace_id for trace_id in scan.claims if trace_id not in waiting]
-        if self.decisions.anyone_waiting:
-            self._settle_waiting(decided, known, release)
         for trace_id, mapping in waiting.items():
             self.decisions.wait(trace_id, mapping)
+        if self.decisions.anyone_waiting:
+            self._settle_waiting(decided, known, release)
         self._apply(scan, decided, release, now, result)
         return result
 
@@ -136,7 +136,8 @@ class Stitcher:
 
     # --- 2b. waiting claims (decided elsewhere: decide.py) ---------------------------------------------
     def _settle_waiting(self, decided: dict[bytes, TraceMapping], known: Known, release: list[bytes]) -> None:
-        """Claims that waited for a trace decided now go where it goes (and so on down a chain of retries)."""
+        """Claims that waited for a trace decided now go where it goes (and so on down a chain of retries),
+        including claims that start waiting in this request: their trace may be settled by this same request."""
         frontier = list(decided)
         while frontier:
             for trace_id in list(self.decisions.waiting_on(frontier.pop())):
