@@ -30,3 +30,8 @@ def span_exporter() -> Iterator[InMemorySpanExporter]:
     _MEMORY_EXPORTER.clear()
     yield _MEMORY_EXPORTER
     _MEMORY_EXPORTER.clear()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``long`` (minutes of waiting on a real job) go first, so parallel workers overlap them."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

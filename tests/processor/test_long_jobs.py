@@ -25,6 +25,8 @@ from .builders import attributes_of
 from .conftest import wait_for
 from .long_job_app import REQUEST_SPAN, STEP_SPAN
 
+pytestmark = pytest.mark.long
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
