@@ -1,4 +1,4 @@
-"""RQ's side of a job, read once per status request (RQ 2.x and 3.x), and RQ's retry decision, read in one place.
+"""RQ's side of a job, read once per status request (RQ 2.x and 3.x).
 
 Reads only: a status request never writes to Redis.
 """
@@ -6,7 +6,7 @@ Reads only: a status request never writes to Redis.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -19,7 +19,7 @@ from jobtrail.conventions import (
     STATE_STARTED,
     STATE_SUCCEEDED,
 )
-from jobtrail.jobs.record import now, utc
+from jobtrail.jobs.record import utc
 from rq.defaults import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -74,30 +74,6 @@ def _scheduled_time(job: Job) -> datetime | None:
         return utc(registry.get_scheduled_time(job))
     except NoSuchJobError:
         return None
-
-
-@dataclass(frozen=True)
-class RetryDecision:
-    """RQ's decision about a failed attempt: run again after ``delay_s`` seconds, or not at all."""
-
-    delay_s: float
-    retries_left: int
-
-    @property
-    def next_run_at(self) -> datetime:
-        return now() + timedelta(seconds=self.delay_s)
-
-
-def retry_decision(job: Job) -> RetryDecision | None:
-    """What RQ's worker does with a job whose attempt raised, read from RQ's own ``Job`` the way the worker reads it.
-
-    ``Worker.handle_job_failure`` retries when ``job.should_retry`` and waits ``job.get_retry_interval()``;
-    the failure callbacks run just before it, on the same ``Job`` object. This is the one place jobtrail reads
-    that decision.
-    """
-    if not job.should_retry:
-        return None
-    return RetryDecision(float(job.get_retry_interval()), max((job.retries_left or 1) - 1, 0))
 
 
 def kept_for_s(job: Job, failed: bool) -> int | None:

@@ -4,7 +4,7 @@ RQ calls ``on_success`` / ``on_failure`` in the worker at the end of each attemp
 file. They write what this attempt caused: ``job_started`` (with RQ's start time and the attempt number, which
 continues across operator requeues), then the job's outcome: from its items when it returned
 (``job_succeeded``, ``job_partially_succeeded`` or ``job_failed``), or, when it raised, RQ's retry decision
-(read once, :func:`jobtrail.jobs.rqview.retry_decision`): ``job_retry_scheduled`` or the final outcome.
+(read once, :func:`jobtrail.rq.retry.retry_decision`): ``job_retry_scheduled`` or the final outcome.
 A terminal event lands only while the run is open, so a cancel and a completion cannot both win.
 """
 
@@ -47,8 +47,9 @@ from jobtrail.jobs.record import (
     now,
     utc,
 )
-from jobtrail.jobs.rqview import kept_for_s, retry_decision
+from jobtrail.jobs.rqview import kept_for_s
 from jobtrail.jobs.run import JobCancelled, JobRun, end_run
+from jobtrail.rq.retry import retry_decision
 from rq.job import Job
 from rq.utils import str_to_date
 

@@ -65,9 +65,9 @@ from jobtrail.conventions import (
     pickup_span_name,
     process_span_name,
 )
-from jobtrail.jobs.rqview import RetryDecision, retry_decision
 from jobtrail.logs import job_log_scope
 from jobtrail.rq.carrier import AttemptRecord, MetaProblems, extract_creation_context
+from jobtrail.rq.retry import RetryDecision, retry_decision
 from jobtrail.rq.utils import call_argument, qualified_name
 from opentelemetry import baggage, context, trace
 from opentelemetry.context import Context
@@ -365,7 +365,7 @@ class WorkerHooks:
         else:
             raised = sys.exc_info()[1]
             error = AttemptError.of(raised) if raised is not None else AttemptError("error", _last_line(exc_string))
-        retry = None if stopped else retry_decision(job)  # the one reading of RQ's decision (jobtrail.jobs too)
+        retry = None if stopped else retry_decision(job)  # the one reading of RQ's decision
         if stopped:
             outcome = OUTCOME_STOPPED
         elif from_parent:
