@@ -126,3 +126,32 @@ def test_it_looks_again_just_after_a_due_time_instead_of_waiting_out_its_backoff
 
     assert seen == ["done", ["scheduled", "succeeded"]]
     assert len(served) == 2
+
+
+def test_a_retry_just_overdue_gets_one_quick_look_and_a_long_overdue_one_no_hot_loop(kit_page):
+    """A due time that passed while the answer travelled still means 'look again soon'; one long past, the backoff."""
+    just_due = (datetime.now(timezone.utc) - timedelta(milliseconds=100)).isoformat()
+    served = script_answers(kit_page, [status("scheduled", 1, next_run_at=just_due), status("succeeded", 2)])
+    finished = kit_page.evaluate(
+        """async (url) => {
+            const timeout = new Promise((resolve) => setTimeout(() => resolve('timed out'), 5000));
+            const polled = jobtrail.pollJob(url, { initialDelayMs: 60000, maxDelayMs: 60000 });
+            return await Promise.race([polled.then((s) => s.state), timeout]);
+        }""",
+        STATUS_URL,
+    )
+    assert finished == "succeeded" and len(served) == 2
+
+    kit_page.unroute(f"**{STATUS_URL}")
+    long_past = (datetime.now(timezone.utc) - timedelta(minutes=10)).isoformat()
+    served = script_answers(kit_page, [status("scheduled", 1, next_run_at=long_past)])
+    kit_page.evaluate(
+        """async (url) => {
+            const stop = new AbortController();
+            setTimeout(() => stop.abort(), 1500);
+            const options = { initialDelayMs: 1000, maxDelayMs: 1000, signal: stop.signal };
+            await jobtrail.pollJob(url, options).catch(() => null);
+        }""",
+        STATUS_URL,
+    )
+    assert 2 <= len(served) <= 3, served  # the first answer, one quick look, at most one backoff later

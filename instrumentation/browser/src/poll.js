@@ -72,6 +72,7 @@ export async function pollJob(statusUrl, options = {}) {
   } = options;
   let delayMs = initialDelayMs;
   let lastShown;
+  let lookedAfterDue;
   for (;;) {
     signal?.throwIfAborted();
     const answer = await readStatus(doFetch, statusUrl, signal);
@@ -85,8 +86,18 @@ export async function pollJob(statusUrl, options = {}) {
       }
       if (STOP_STATES.includes(status.state)) return status;
     }
-    const dueInMs = status?.next_run_at ? Date.parse(status.next_run_at) - now() : Infinity;
-    await sleep(Math.max(Math.min(delayMs, dueInMs + DUE_MARGIN_MS), 0), signal);
+    // Look again just after a retry's due time (read from the answer: the shown status hides a past one).
+    // Each due time already past gets one quick look, then the usual backoff: no hot loop while it stays overdue.
+    const due = answer?.next_run_at;
+    const untilDueMs = due ? Date.parse(due) - now() : NaN;
+    let waitMs = delayMs;
+    if (untilDueMs > 0) {
+      waitMs = Math.min(delayMs, untilDueMs + DUE_MARGIN_MS);
+    } else if (untilDueMs <= 0 && due !== lookedAfterDue) {
+      lookedAfterDue = due;
+      waitMs = Math.min(delayMs, DUE_MARGIN_MS);
+    }
+    await sleep(waitMs, signal);
     delayMs = Math.min(delayMs * 2, maxDelayMs);
   }
 }
