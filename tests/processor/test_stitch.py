@@ -463,15 +463,21 @@ def celery_run(parent_context: Span, name: str = "run/tasks.flaky") -> Span:
     )
 
 
-def test_celery_retries_follow_the_chain_into_the_request_trace() -> None:
-    """Each retry links to the ``apply_async`` span inside the previous attempt's trace: one trace in the end."""
+def celery_retry_chain() -> tuple[Span, Span, Span, Span, Span, Span, Span]:
+    """A request that sends a task retried twice: (request root, publish, run 1, re-publish 1, run 2, re-publish 2,
+    run 3); each re-publish is a child of the run that retried, each run links to the publish before it."""
     request_root = span("POST /work", new_trace_id(), kind=Span.SPAN_KIND_SERVER)
     publish = span("apply_async/tasks.flaky", request_root.trace_id, request_root.span_id, kind=Span.SPAN_KIND_PRODUCER)
     first = celery_run(publish)
     republish_1 = span("apply_async/tasks.flaky", first.trace_id, first.span_id, kind=Span.SPAN_KIND_PRODUCER)
     second = celery_run(republish_1)
     republish_2 = span("apply_async/tasks.flaky", second.trace_id, second.span_id, kind=Span.SPAN_KIND_PRODUCER)
-    third = celery_run(republish_2)
+    return request_root, publish, first, republish_1, second, republish_2, celery_run(republish_2)
+
+
+def test_celery_retries_follow_the_chain_into_the_request_trace() -> None:
+    """Each retry links to the ``apply_async`` span inside the previous attempt's trace: one trace in the end."""
+    request_root, publish, first, republish_1, second, republish_2, third = celery_retry_chain()
     subject = stitcher(STITCH_RULE_MESSAGING)
 
     out = []
@@ -542,13 +548,7 @@ def test_links_to_invalid_contexts_never_move_a_trace() -> None:
 
 def test_celery_retries_exported_before_the_attempt_that_sent_them_wait_for_it() -> None:
     """Pool processes export on their own timers: attempt 3, then 2, may arrive before attempt 1."""
-    request_root = span("POST /work", new_trace_id(), kind=Span.SPAN_KIND_SERVER)
-    publish = span("apply_async/tasks.flaky", request_root.trace_id, request_root.span_id, kind=Span.SPAN_KIND_PRODUCER)
-    first = celery_run(publish)
-    republish_1 = span("apply_async/tasks.flaky", first.trace_id, first.span_id, kind=Span.SPAN_KIND_PRODUCER)
-    second = celery_run(republish_1)
-    republish_2 = span("apply_async/tasks.flaky", second.trace_id, second.span_id, kind=Span.SPAN_KIND_PRODUCER)
-    third = celery_run(republish_2)
+    request_root, publish, first, republish_1, second, republish_2, third = celery_retry_chain()
     subject = stitcher(STITCH_RULE_MESSAGING)
 
     out = spans_of(subject.process(request(publish, request_root), now=0.0).request)
@@ -566,13 +566,7 @@ def test_celery_retries_exported_before_the_attempt_that_sent_them_wait_for_it()
 def test_a_celery_retry_waiting_for_an_attempt_decided_in_the_same_request_follows_it() -> None:
     """Attempt 2 waits for attempt 1; attempt 3 comes in the request that decides attempt 1 (so attempt 2 too):
     attempt 3 must follow attempt 2 into the request trace, not wait for a decision already made."""
-    request_root = span("POST /work", new_trace_id(), kind=Span.SPAN_KIND_SERVER)
-    publish = span("apply_async/tasks.flaky", request_root.trace_id, request_root.span_id, kind=Span.SPAN_KIND_PRODUCER)
-    first = celery_run(publish)
-    republish_1 = span("apply_async/tasks.flaky", first.trace_id, first.span_id, kind=Span.SPAN_KIND_PRODUCER)
-    second = celery_run(republish_1)
-    republish_2 = span("apply_async/tasks.flaky", second.trace_id, second.span_id, kind=Span.SPAN_KIND_PRODUCER)
-    third = celery_run(republish_2)
+    request_root, publish, first, republish_1, second, republish_2, third = celery_retry_chain()
     subject = stitcher(STITCH_RULE_MESSAGING)
 
     out = spans_of(subject.process(request(publish, request_root), now=0.0).request)

@@ -19,6 +19,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.worker.base import BaseWorker
 
+from tests.fixtures.instrument_cli import run_instrumented
 from tests.fixtures.otlp_receiver import attributes_of
 from tests.rq import jobs
 from tests.rq.conftest import REPO, attempt_spans, named, work_until_done
@@ -73,16 +74,7 @@ def test_opentelemetry_instrument_traces_an_app_and_rq_worker_with_no_code_chang
     }
 
     def instrumented_run(service: str, *command: str) -> str:
-        run = subprocess.run(
-            [str(bin_dir / "opentelemetry-instrument"), *command],
-            cwd=REPO,
-            env={**env, "OTEL_SERVICE_NAME": service},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert run.returncode == 0, run.stderr
-        return run.stdout
+        return run_instrumented(env, service, *command, timeout=60)
 
     job_id = instrumented_run("auto-app", sys.executable, "-m", "tests.rq.enqueue_once", redis_url, "auto").split()[-1]
     instrumented_run("auto-worker", str(bin_dir / "rq"), "worker", "--burst", "--url", redis_url, "auto")

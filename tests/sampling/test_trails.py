@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import uuid
 from collections import Counter
@@ -34,6 +33,7 @@ from jobtrail.processor.stitch import REASON_WINDOW_EXPIRED
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from rq.job import Job, JobStatus
 
+from tests.fixtures.instrument_cli import run_instrumented
 from tests.fixtures.otlp_receiver import GrpcTraceReceiver, attributes_of
 from tests.fixtures.processor_process import ProcessorProcess, running_processor
 from tests.sampling.jobs import STEP_SPAN
@@ -133,16 +133,7 @@ def run_traffic(sampler: str, requests: int, redis_url: str, endpoint: str) -> t
     bin_dir = Path(sys.executable).parent
 
     def instrumented(service: str, *command: str) -> str:
-        run = subprocess.run(
-            [str(bin_dir / "opentelemetry-instrument"), *command],
-            cwd=REPO,
-            env={**env, "OTEL_SERVICE_NAME": service},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert run.returncode == 0, run.stderr[-4000:]
-        return run.stdout
+        return run_instrumented(env, service, *command, timeout=600)
 
     produced = instrumented("api", sys.executable, "-m", "tests.sampling.producer", redis_url, queue, str(requests))
     instrumented("worker", str(bin_dir / "rq"), "worker", "--burst", "--with-scheduler", "--url", redis_url, queue)
