@@ -12,6 +12,9 @@ link's trace. Three named shapes, each matched exactly as the instrumentations r
   one link: ``opentelemetry-instrumentation-celery`` with ``use_span_links=True`` (its ``run/<task>`` span
   carries no ``messaging.operation.type``).
 
+The rules read spans in the processor's view (:mod:`jobtrail.processor.view`); a span with exactly one link is
+read in full to see its kind and attributes (few spans have links).
+
 Never: a span of any other kind (a SERVER span with one link is a request that merely points somewhere), a
 consumer with several links (a batch: no single origin), or a link to an invalid or to its own trace.
 """
@@ -27,6 +30,7 @@ from jobtrail.conventions import (
     OPERATION_PROCESS,
 )
 from jobtrail.processor.config import STITCH_RULE_MESSAGING
+from jobtrail.processor.view import full_span
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
@@ -53,6 +57,7 @@ def link_finder(stitch_rule: str) -> LinkFinder:
 def waits_for_its_origin(span: Span) -> bool:
     """A ``celery_run`` span: when its link points into a trace not decided yet, it waits for that decision
     (a retry's link points into the previous attempt's trace, which may arrive later from another process)."""
+    span = full_span(span)
     return (
         span.kind == Span.SPAN_KIND_CONSUMER and _string_attribute(span.attributes, CELERY_ACTION) == CELERY_ACTION_RUN
     )
@@ -66,13 +71,13 @@ def _enqueued_by_link(span: Span, trace_id: bytes) -> Span.Link | None:
 
 
 def _messaging_link(span: Span, trace_id: bytes) -> Span.Link | None:
-    links = span.links
-    if len(links) == 1 and span.kind == Span.SPAN_KIND_CONSUMER:
-        attributes = span.attributes
-        if _is_process_operation(attributes) or (
-            not span.parent_span_id and _string_attribute(attributes, CELERY_ACTION) == CELERY_ACTION_RUN
+    if len(span.links) == 1:
+        full = full_span(span)  # kind and attributes are not in the view
+        if full.kind == Span.SPAN_KIND_CONSUMER and (
+            _is_process_operation(full.attributes)
+            or (not full.parent_span_id and _string_attribute(full.attributes, CELERY_ACTION) == CELERY_ACTION_RUN)
         ):
-            return _valid(links[0], trace_id)
+            return _valid(full.links[0], trace_id)
     return _enqueued_by_link(span, trace_id)
 
 
