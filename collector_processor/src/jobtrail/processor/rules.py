@@ -40,6 +40,7 @@ from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
 TRACE_ID_BYTES = 16
 SPAN_ID_BYTES = 8
 _INVALID_TRACE_ID = bytes(TRACE_ID_BYTES)
+_INVALID_SPAN_ID = bytes(SPAN_ID_BYTES)
 _OPERATION_KEYS = (ATTR_MESSAGING_OPERATION_TYPE, DEPRECATED_MESSAGING_OPERATION)
 CELERY_ACTION = "celery.action"
 """What opentelemetry-instrumentation-celery sets on its spans (``run`` on the worker's execution span)."""
@@ -83,12 +84,10 @@ def _messaging_link(span: Span, trace_id: bytes) -> Span.Link | None:
 
 def _valid(link: Span.Link, trace_id: bytes) -> Span.Link | None:
     """The link, if it points at a real span in another trace (garbage never moves a trace anywhere)."""
-    target = link.trace_id
-    if len(target) != TRACE_ID_BYTES or target in (_INVALID_TRACE_ID, trace_id) or len(link.span_id) != SPAN_ID_BYTES:
+    target, span_id = link.trace_id, link.span_id
+    if len(target) != TRACE_ID_BYTES or target in (_INVALID_TRACE_ID, trace_id) or len(span_id) != SPAN_ID_BYTES:
         return None
-    if link.span_id == bytes(SPAN_ID_BYTES):
-        return None
-    return link
+    return None if span_id == _INVALID_SPAN_ID else link
 
 
 def _is_process_operation(attributes: Iterable[KeyValue]) -> bool:

@@ -257,7 +257,10 @@ class Stitcher:
         self, scan: _Scan, decided: dict[bytes, TraceMapping], release: list[bytes], now: float, result: StitchResult
     ) -> None:
         self.decisions.remember_all(decided, now)
-        moves = {trace_id: _Move.of(trace_id, mapping) for trace_id, mapping in decided.items()}
+        moves = {
+            trace_id: None if mapping.target_trace_id is None else _Move(trace_id, mapping)
+            for trace_id, mapping in decided.items()
+        }
         store = self.spans
         released = [(trace_id, store.release(trace_id)) for trace_id in release if trace_id in store]
         passed = stitched = 0
@@ -349,18 +352,17 @@ class _Move:
 
     __slots__ = ("child_delta", "root_extra")
 
-    def __init__(self, original_trace_id: bytes, target_trace_id: bytes, link_span_id: bytes) -> None:
+    def __init__(self, original_trace_id: bytes, mapping: TraceMapping) -> None:
+        assert mapping.target_trace_id is not None
         self.child_delta = b"".join(
-            (_TRACE_ID_FIELD, target_trace_id, _ORIGINAL_ATTRIBUTE_FIELD, original_trace_id.hex().encode())
+            (_TRACE_ID_FIELD, mapping.target_trace_id, _ORIGINAL_ATTRIBUTE_FIELD, original_trace_id.hex().encode())
         )
-        self.root_extra = b"".join((_PARENT_FIELD, link_span_id, _PARENT_FROM_LINK_FIELD))
+        self.root_extra = b"".join((_PARENT_FIELD, mapping.link_span_id, _PARENT_FROM_LINK_FIELD))
 
     @classmethod
     def of(cls, original_trace_id: bytes, mapping: TraceMapping) -> _Move | None:
         """The move for a mapping, or None for a trace that passes through."""
-        if mapping.target_trace_id is None:
-            return None
-        return cls(original_trace_id, mapping.target_trace_id, mapping.link_span_id)
+        return None if mapping.target_trace_id is None else cls(original_trace_id, mapping)
 
 
 def _field_prefix(span: Span, value_length: int) -> bytes:
@@ -382,7 +384,7 @@ _ORIGINAL_ATTRIBUTE_FIELD = _field_prefix(
 )
 _PARENT_FROM_LINK_FIELD = Span(attributes=[_PARENT_FROM_LINK]).SerializeToString()
 
-_UNDECIDED = _Move(b"", b"", b"")
+_UNDECIDED = _Move(b"", TraceMapping(b""))
 """``moves.get`` default, compared by identity: the trace is undecided, its spans wait (None: it passes through)."""
 
 
