@@ -432,6 +432,9 @@ def main() -> int:
         print(f"{label:<46}{value:>10,.0f} {unit}{'  ' + rest if rest else ''}")
 
     if not args.end_to_end_only:
+        from jobtrail.processor.__main__ import tune_gc
+
+        tune_gc()  # as the processor's process runs
         floor_rate = total / best_of(args.runs, lambda: floor(payloads))
         row("floor: protobuf parse + serialize", floor_rate, "spans/s")
         for label, work in (

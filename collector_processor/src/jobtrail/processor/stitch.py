@@ -202,6 +202,8 @@ class Stitcher:
     def _scan(self, request: ExportTraceServiceRequest, raw: bytes | None, result: StitchResult) -> _Scan:
         """Take out spans with invalid ids, then note each trace's deciding span or plain root."""
         scan = _Scan()
+        # Deciding links the request may hold: with the jobtrail rule, at most as many as its bytes carry markers.
+        markers = raw.count(self._marker) if raw is not None and self._marker is not None else None
         found = 0
         for resource_spans in request.resource_spans:
             for scope_spans in resource_spans.scope_spans:
@@ -218,13 +220,16 @@ class Stitcher:
                         continue
                 is_root = list(map(not_, parents))
                 roots, root_trace_ids = list(compress(spans, is_root)), list(compress(trace_ids, is_root))
-                found += self._note_roots(roots, root_trace_ids, scan)
+                if markers == 0:  # no link here can decide: every root is a plain one
+                    deque(map(scan.claims.setdefault, root_trace_ids), maxlen=0)
+                else:
+                    found += self._note_roots(roots, root_trace_ids, scan)
                 distinct = set(trace_ids)
                 scan.scopes.append(
                     _ScopeScan(resource_spans, scope_spans, spans, trace_ids, parents, roots, root_trace_ids, distinct)
                 )
                 scan.trace_ids |= distinct
-        if raw is None or self._marker is None or raw.count(self._marker) > found:
+        if markers is None or markers > found:
             find_link = self._find_link
             for scope in scan.scopes:
                 for span, trace_id in compress(zip(scope.spans, scope.trace_ids, strict=True), scope.parents):
