@@ -10,6 +10,7 @@ machine's speed hits them alike), every figure divided by the same round's bare-
   same attributes around ``enqueue_job`` plus the propagator's inject, and one CONSUMER span around each
   job run, linked to its creation context. It is the floor the SDK sets, measured here, not assumed;
 * ``SDK spans, no exporter``: jobtrail with an SDK ``TracerProvider`` and no span processor;
+* ``SDK floor + export``: the floor's spans sent the way a service sends them (below);
 * ``BatchSpanProcessor + OTLP/gRPC``: what a service runs, sending to a real receiver in another process.
 
 Cases: ``enqueue`` (each ``Queue.enqueue`` timed on its own; a round's figure is the median of its
@@ -64,6 +65,7 @@ CONTROL = "bare rq (A/A control)"
 NO_OP = "no-op tracer provider"
 FLOOR = "SDK floor (hand-written)"
 SDK = "SDK spans, no exporter"
+FLOOR_EXPORT = "SDK floor + export"
 EXPORT = "BatchSpanProcessor + OTLP/gRPC"
 CASES = ("enqueue", "drain", "enqueue-to-finished")
 RECEIVER = """
@@ -101,8 +103,9 @@ class Jobtrail(Setup):
 class HandWrittenFloor(Setup):
     """The least tracing can cost with the SDK: one span per enqueue (plus the inject) and one per job run."""
 
-    def __init__(self) -> None:
-        self.tracer = TracerProvider().get_tracer("bench.floor")
+    def __init__(self, provider: TracerProvider) -> None:
+        self.provider = provider
+        self.tracer = provider.get_tracer("bench.floor")
         self.enqueue_job = Queue.enqueue_job
         self.perform_job = BaseWorker.perform_job
 
@@ -151,6 +154,7 @@ class HandWrittenFloor(Setup):
     def off(self) -> None:
         Queue.enqueue_job = self.enqueue_job  # type: ignore[method-assign]
         BaseWorker.perform_job = self.perform_job  # type: ignore[method-assign]
+        self.provider.force_flush()
 
 
 def redis_commands(connection: redis.Redis) -> int:
@@ -215,9 +219,9 @@ def report(results: list[dict[str, dict]], jobs: int, spans_received: int) -> No
     for setup in setups:
         cells = [summary([r[setup][case] / r[BARE][case] for r in results]) for case in CASES]
         print(f"{setup:32}" + "".join(f"{cell:>24}" for cell in cells))
-    print("median of per-round ratios to the SDK floor (what jobtrail adds on top of the SDK's own cost):")
-    for setup in (SDK, EXPORT):
-        ratios = [statistics.median([r[setup][case] / r[FLOOR][case] for r in results]) for case in CASES]
+    print("median of per-round ratios to the SDK floor with the same export (jobtrail's own share):")
+    for setup, floor in ((SDK, FLOOR), (EXPORT, FLOOR_EXPORT)):
+        ratios = [statistics.median([r[setup][case] / r[floor][case] for r in results]) for case in CASES]
         print(f"  {setup:30}" + "".join(f"{ratio:>24.3f}" for ratio in ratios))
     print(
         "median microseconds (bare rq): "
@@ -260,14 +264,16 @@ def main() -> None:
     endpoint = receiver.stdout.readline().strip()
     if not endpoint.startswith("http://127.0.0.1:"):
         raise SystemExit("the OTLP receiver process did not start")
-    exporting = TracerProvider()
-    exporting.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
+    exporting, floor_exporting = TracerProvider(), TracerProvider()
+    for provider in (exporting, floor_exporting):
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
     setups: dict[str, Setup] = {
         BARE: Setup(),
         CONTROL: Setup(),
         NO_OP: Jobtrail(NoOpTracerProvider()),
-        FLOOR: HandWrittenFloor(),
+        FLOOR: HandWrittenFloor(TracerProvider()),
         SDK: Jobtrail(TracerProvider()),
+        FLOOR_EXPORT: HandWrittenFloor(floor_exporting),
         EXPORT: Jobtrail(exporting),
     }
     try:
@@ -278,6 +284,7 @@ def main() -> None:
             )
         )
         exporting.shutdown()
+        floor_exporting.shutdown()
         receiver.stdin.write("count\n")
         receiver.stdin.flush()
         report(results, args.jobs, int(receiver.stdout.readline()))
