@@ -148,8 +148,8 @@ class HandWrittenFloor(Setup):
             finally:
                 span.end()
 
-        Queue.enqueue_job = traced_enqueue_job  # type: ignore[method-assign]
-        BaseWorker.perform_job = traced_perform_job  # type: ignore[method-assign]
+        Queue.enqueue_job = traced_enqueue_job  # type: ignore[method-assign,assignment]
+        BaseWorker.perform_job = traced_perform_job  # type: ignore[method-assign,assignment]
 
     def off(self) -> None:
         Queue.enqueue_job = self.enqueue_job  # type: ignore[method-assign]
