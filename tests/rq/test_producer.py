@@ -23,7 +23,7 @@ from jobtrail.conventions import (
     REQUEST_ID_BAGGAGE_KEY,
 )
 from jobtrail.rq import RQInstrumentor
-from opentelemetry import baggage, context, trace
+from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 from redis.backoff import NoBackoff
 from redis.retry import Retry as RedisRetry
@@ -179,4 +179,18 @@ def test_a_no_op_tracer_still_carries_the_request_but_nothing_else(queue, span_e
     assert JOB_META_CARRIER_KEY not in Job.fetch(bare.id, connection=queue.connection).meta
     carrier = Job.fetch(in_request.id, connection=queue.connection).meta[JOB_META_CARRIER_KEY]
     assert carrier == {"baggage": "jobtrail.request.id=req_00000000000000bb"}
+    assert not span_exporter.get_finished_spans()
+
+
+def test_a_no_op_tracer_passes_an_incoming_trace_on(queue, span_exporter):
+    """A service without an SDK still hands the caller's trace (say, an incoming traceparent) to the job."""
+    RQInstrumentor().uninstrument()
+    RQInstrumentor().instrument(tracer_provider=trace.NoOpTracerProvider())
+    incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    token = context.attach(propagate.extract({"traceparent": incoming}))
+    try:
+        job = queue.enqueue(jobs.add, 1, 2)
+    finally:
+        context.detach(token)
+    assert Job.fetch(job.id, connection=queue.connection).meta[JOB_META_CARRIER_KEY] == {"traceparent": incoming}
     assert not span_exporter.get_finished_spans()

@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -42,14 +40,22 @@ from opentelemetry import baggage, trace
 _JOB_SCOPE: ContextVar[tuple[str, int] | None] = ContextVar("jobtrail_job_scope", default=None)
 
 
-@contextmanager
-def job_log_scope(job_id: str, attempt: int) -> Iterator[None]:
-    """Every record logged inside carries this job id and attempt number."""
-    token = _JOB_SCOPE.set((job_id, attempt))
-    try:
-        yield
-    finally:
-        _JOB_SCOPE.reset(token)
+class JobLogScope:
+    """Every record logged inside carries this job id and attempt number (a plain class: it wraps every job)."""
+
+    __slots__ = ("_scope", "_token")
+
+    def __init__(self, job_id: str, attempt: int) -> None:
+        self._scope = (job_id, attempt)
+
+    def __enter__(self) -> None:
+        self._token = _JOB_SCOPE.set(self._scope)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _JOB_SCOPE.reset(self._token)
+
+
+job_log_scope = JobLogScope
 
 
 class CorrelationFilter(logging.Filter):

@@ -81,8 +81,8 @@ DEFAULT_FLUSH_PROBE_INTERVAL_S = 30.0
 SCHEMA_URL = Schemas.V1_27_0.value
 """The semantic conventions version whose messaging names (``messaging.operation.type``/``.name``) we emit."""
 
-_QUEUE_METHODS = ("enqueue_call", "enqueue_many", "enqueue_at", "enqueue_job", "create_job")
-"""The outermost send paths (``enqueue`` calls ``enqueue_call``; ``enqueue_in`` calls ``enqueue_at``)."""
+_QUEUE_METHODS = ("enqueue_job", "enqueue_many", "enqueue_at", "create_job")
+"""The send paths: ``enqueue`` -> ``enqueue_call`` -> ``enqueue_job``; ``enqueue_in`` -> ``enqueue_at``."""
 _WORKER_METHODS = ("perform_job", "handle_job_failure", "handle_job_retry")
 
 

@@ -248,8 +248,7 @@ class Attempt:
         if self._outcome is None:
             self._outcome = OUTCOME_SUCCEEDED
             self._retries_left = job.retries_left or 0
-        self.span.set_attribute(ATTR_JOB_OUTCOME, self._outcome)
-        self.span.set_attribute(ATTR_JOB_RETRIES_LEFT, self._retries_left or 0)
+        self.span.set_attributes({ATTR_JOB_OUTCOME: self._outcome, ATTR_JOB_RETRIES_LEFT: self._retries_left or 0})
         self._log_event(LOG_EVENT_JOB_FINISHED, "job %s attempt %s: %s", self.job_id, self.number, self._outcome)
         self.span.end(end_time=end_time_ns)
 

@@ -1,15 +1,21 @@
 """The enqueue side: one span around the outermost call that sends jobs to a queue.
 
-``enqueue`` -> ``enqueue_call`` -> ``create_job`` + ``enqueue_job`` and ``enqueue_in`` -> ``enqueue_at``:
-only ``enqueue_call``, ``enqueue_at``, ``enqueue_many`` and a direct ``enqueue_job`` start a span;
-``create_job`` gives each job its creation context before RQ saves it (no extra Redis write).
+``enqueue`` -> ``enqueue_call`` -> ``create_job`` + ``enqueue_job``, and ``enqueue_in`` -> ``enqueue_at``
+-> ``create_job`` + ``schedule_job``: only ``enqueue_job`` (so every ``enqueue``), ``enqueue_at`` and
+``enqueue_many`` start a span. ``enqueue_job`` receives the job before RQ saves it and stamps its creation
+context itself; inside ``enqueue_at`` and ``enqueue_many``, ``create_job`` gives each job its creation
+context before RQ saves it (no extra Redis write either way).
 A single send is a PRODUCER ``send {queue}`` span whose context is the job's creation context.
 A batch (``enqueue_many``) follows the messaging conventions for batch sends: one PRODUCER
 ``create {queue}`` span per job (child of the caller's context, carrying that job's id; its context is
 the job's creation context), and one CLIENT ``send {queue}`` span linked to every ``create`` span.
 RQ's own re-enqueues (retries, scheduler promotion, dependency release, requeue) go through private
-methods and are left alone. The hot path does as little as it can: attributes at span start, the
-propagator's inject once per job, nothing but the call itself when instrumentation is suppressed.
+methods or ``schedule_job`` and are left alone.
+
+Every ``enqueue`` passes through here, so the hot path does as little as it can: one wrapper per enqueue
+that does real work (``create_job``'s returns at once outside a batch or a scheduled send), every
+attribute given at span start, the propagator's inject once per job, and nothing but the call itself when
+instrumentation is suppressed or a no-op tracer has no context to carry.
 """
 
 from __future__ import annotations
@@ -44,33 +50,40 @@ from jobtrail.conventions import (
 from jobtrail.rq.carrier import AttemptRecord, inject_creation_context
 from jobtrail.rq.utils import call_argument, qualified_name
 from opentelemetry import baggage, context, trace
-from opentelemetry.context import Context
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
+from opentelemetry.trace import NoOpTracer, Span, SpanKind, Status, StatusCode
 
 from rq.job import Job
 from rq.queue import Queue
 
 _log = logging.getLogger("jobtrail.rq")
 
-Wrapper = Callable[[Callable[..., Any], Queue, tuple[Any, ...], dict[str, Any]], Any]
 ProduceHook = Callable[[Span, Queue, tuple[Any, ...], dict[str, Any]], None]
-"""``produce_hook(span, queue, args, kwargs)``: called when a send span starts, with the enqueue call's
-arguments (like contrib's kafka ``produce_hook``). Its exceptions are logged and never reach the caller."""
+"""``produce_hook(span, queue, args, kwargs)``: called when a send span starts, with the arguments of the RQ method
+that starts it (``enqueue_job(job, ...)`` for a single send, ``enqueue_at``, ``enqueue_many``), like contrib's kafka
+``produce_hook``. Its exceptions are logged and never reach the caller."""
 
 
 class _Send:
-    """The send in progress: its span, the caller's context, and whether each job gets its own ``create`` span."""
+    """A batch or scheduled send in progress: the jobs ``create_job`` makes inside it get their creation context."""
 
     __slots__ = ("ambient", "batch", "queue", "request_id", "scheduled_for", "span")
 
-    def __init__(self, span: Span, ambient: Context, queue: Queue, request_id: object, batch: bool) -> None:
+    def __init__(
+        self,
+        span: Span,
+        ambient: Context,
+        queue: Queue,
+        request_id: object,
+        batch: bool,
+        scheduled_for: datetime | None,
+    ) -> None:
         self.span = span
         self.ambient = ambient
         self.queue = queue
         self.request_id = request_id
         self.batch = batch
-        self.scheduled_for: datetime | None = None
+        self.scheduled_for = scheduled_for
 
     def stamp(self, tracer: trace.Tracer, job: Job) -> None:
         """Give a freshly created job its creation context (and due time, for the first attempt's queue wait)."""
@@ -86,9 +99,7 @@ class _Send:
             AttemptRecord(runnable_at=self.scheduled_for.timestamp()).write(job.meta)
 
 
-_NOTHING_TO_SEND = False
-"""Marks a send whose span is not recorded and has nothing to propagate: the nested calls do nothing."""
-_SENDING: ContextVar[_Send | bool | None] = ContextVar("jobtrail_rq_sending", default=None)
+_SENDING: ContextVar[_Send | None] = ContextVar("jobtrail_rq_sending", default=None)
 
 
 class ProducerHooks:
@@ -97,53 +108,68 @@ class ProducerHooks:
     def __init__(self, tracer: trace.Tracer, produce_hook: ProduceHook | None = None) -> None:
         self._tracer = tracer
         self._produce_hook = produce_hook
+        self._no_op = isinstance(tracer, NoOpTracer)
+        """Spans are never recorded: an enqueue with nothing in its context has nothing to do here."""
 
-    def enqueue_call(
+    def enqueue_job(
         self, wrapped: Callable[..., Any], queue: Queue, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        """``Queue.enqueue_call`` (and so ``Queue.enqueue``): one job, one send span."""
-        if _SENDING.get() is not None or not is_instrumentation_enabled():
+        """``Queue.enqueue_job(job)``: every ``enqueue``/``enqueue_call``, and a job built with ``Job.create``.
+
+        The job is not saved yet: its creation context goes into its meta here, and every attribute is known at
+        span start."""
+        ambient = context.get_current()
+        if (self._no_op and not ambient) or ambient.get(_SUPPRESS_INSTRUMENTATION_KEY):
+            return wrapped(*args, **kwargs)  # nothing to record and nothing to carry, or suppressed
+        job = call_argument(args, kwargs, 0, "job")
+        if not isinstance(job, Job):
             return wrapped(*args, **kwargs)
-        return self._traced(queue, wrapped, args, kwargs)
+        request_id = baggage.get_baggage(REQUEST_ID_BAGGAGE_KEY, ambient)
+        attributes = _send_attributes(queue, request_id)
+        attributes[ATTR_MESSAGING_MESSAGE_ID] = job.id
+        func_name = _func_name(job)
+        if func_name is not None:
+            attributes[ATTR_JOB_FUNC_NAME] = func_name
+        span = self._tracer.start_span(
+            send_span_name(queue.name), context=ambient, kind=SpanKind.PRODUCER, attributes=attributes
+        )
+        current = trace.set_span_in_context(span, ambient)
+        if span.is_recording() or span.get_span_context().is_valid or baggage.get_all(ambient):
+            try:
+                inject_creation_context(job.meta, current)
+            except Exception:  # never let tracing change the enqueue
+                _log.warning("job %s: could not record its creation context", job.id, exc_info=True)
+        return self._run(span, current, None, queue, wrapped, args, kwargs)
 
     def enqueue_many(
         self, wrapped: Callable[..., Any], queue: Queue, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """``Queue.enqueue_many``: a batch send, one ``create`` span per job."""
-        if _SENDING.get() is not None or not is_instrumentation_enabled():
-            return wrapped(*args, **kwargs)
-        return self._traced(queue, wrapped, args, kwargs, batch=True)
+        return self._traced_send(queue, wrapped, args, kwargs, batch=True)
 
     def enqueue_at(
         self, wrapped: Callable[..., Any], queue: Queue, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """``Queue.enqueue_at`` (and so ``enqueue_in``): a send that also records when the job is due."""
-        if _SENDING.get() is not None or not is_instrumentation_enabled():
-            return wrapped(*args, **kwargs)
         due = call_argument(args, kwargs, 0, "datetime")
         # A naive datetime means local time to RQ's scheduler too (``datetime.astimezone``).
         scheduled_for = due.astimezone(timezone.utc) if isinstance(due, datetime) else None
-        return self._traced(queue, wrapped, args, kwargs, scheduled_for=scheduled_for)
-
-    def enqueue_job(
-        self, wrapped: Callable[..., Any], queue: Queue, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        """``Queue.enqueue_job(job)`` called directly: a job built with ``Job.create`` gets its context here."""
-        if _SENDING.get() is not None or not is_instrumentation_enabled():
-            return wrapped(*args, **kwargs)
-        return self._traced(queue, wrapped, args, kwargs, job=call_argument(args, kwargs, 0, "job"))
+        return self._traced_send(queue, wrapped, args, kwargs, scheduled_for=scheduled_for)
 
     def create_job(
         self, wrapped: Callable[..., Any], queue: Queue, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        """``Queue.create_job``: every job made inside a send gets its creation context."""
+        """``Queue.create_job``: every job made inside a batch or scheduled send gets its creation context."""
         job = wrapped(*args, **kwargs)
         send = _SENDING.get()
-        if isinstance(send, _Send):
-            self._stamp_safely(send, job)
+        if send is not None and isinstance(job, Job):
+            try:
+                send.stamp(self._tracer, job)
+            except Exception:  # never let tracing change the enqueue
+                _log.warning("job %s: could not record its creation context", job.id, exc_info=True)
         return job
 
-    def _traced(
+    def _traced_send(
         self,
         queue: Queue,
         wrapped: Callable[..., Any],
@@ -151,19 +177,13 @@ class ProducerHooks:
         kwargs: dict[str, Any],
         batch: bool = False,
         scheduled_for: datetime | None = None,
-        job: Any = None,
     ) -> Any:
-        """Run the send as the current span (plain try/finally: this is on every enqueue's path)."""
+        """A batch or scheduled send: its span is current while ``create_job`` stamps each job."""
         ambient = context.get_current()
+        if ambient.get(_SUPPRESS_INSTRUMENTATION_KEY) or _SENDING.get() is not None:
+            return wrapped(*args, **kwargs)
         request_id = baggage.get_baggage(REQUEST_ID_BAGGAGE_KEY, ambient)
-        attributes: dict[str, Any] = {
-            ATTR_MESSAGING_SYSTEM: MESSAGING_SYSTEM_RQ,
-            ATTR_MESSAGING_OPERATION_TYPE: OPERATION_SEND,
-            ATTR_MESSAGING_OPERATION_NAME: OPERATION_SEND,
-            ATTR_MESSAGING_DESTINATION_NAME: queue.name,
-        }
-        if request_id is not None:
-            attributes[ATTR_REQUEST_ID] = str(request_id)
+        attributes = _send_attributes(queue, request_id)
         if scheduled_for is not None:
             attributes[ATTR_JOB_SCHEDULED_FOR] = scheduled_for.isoformat()
         span = self._tracer.start_span(
@@ -172,18 +192,25 @@ class ProducerHooks:
             kind=SpanKind.CLIENT if batch else SpanKind.PRODUCER,
             attributes=attributes,
         )
-        if not span.is_recording():
-            if not span.get_span_context().is_valid and scheduled_for is None and not baggage.get_all(ambient):
-                return _untraced(wrapped, args, kwargs)  # no trace, no baggage: nothing to carry
-        elif self._produce_hook is not None:
+        send = _Send(span, ambient, queue, request_id, batch, scheduled_for)
+        return self._run(span, trace.set_span_in_context(span, ambient), send, queue, wrapped, args, kwargs)
+
+    def _run(
+        self,
+        span: Span,
+        current: Context,
+        send: _Send | None,
+        queue: Queue,
+        wrapped: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Run the send with its span current (plain try/finally: this is on every enqueue's path)."""
+        if self._produce_hook is not None and span.is_recording():
             _call_hook(self._produce_hook, span, queue, args, kwargs)
-        send = _Send(span, ambient, queue, request_id, batch)
-        send.scheduled_for = scheduled_for
-        sending = _SENDING.set(send)
-        current = context.attach(trace.set_span_in_context(span, ambient))
+        sending = _SENDING.set(send) if send is not None else None
+        token = context.attach(current)
         try:
-            if job is not None:
-                self._stamp_safely(send, job)
             result = wrapped(*args, **kwargs)
         except BaseException as error:
             span.record_exception(error)
@@ -191,31 +218,36 @@ class ProducerHooks:
             span.set_attribute(ATTR_ERROR_TYPE, qualified_name(type(error)))
             raise
         else:
-            if batch and isinstance(result, list):
+            if send is not None and send.batch and isinstance(result, list):
                 span.set_attribute(ATTR_MESSAGING_BATCH_MESSAGE_COUNT, len(result))
             if _log.isEnabledFor(logging.INFO):
                 _log_queued(result)
             return result
         finally:
-            context.detach(current)
-            _SENDING.reset(sending)
+            context.detach(token)
+            if sending is not None:
+                _SENDING.reset(sending)
             span.end()
 
-    def _stamp_safely(self, send: _Send, job: Any) -> None:
-        if not isinstance(job, Job):
-            return
-        try:
-            send.stamp(self._tracer, job)
-        except Exception:  # never let tracing change the enqueue
-            _log.warning("job %s: could not record its creation context", job.id, exc_info=True)
+
+def _send_attributes(queue: Queue, request_id: object) -> dict[str, Any]:
+    """What every ``send`` span carries from its start."""
+    attributes: dict[str, Any] = {
+        ATTR_MESSAGING_SYSTEM: MESSAGING_SYSTEM_RQ,
+        ATTR_MESSAGING_OPERATION_TYPE: OPERATION_SEND,
+        ATTR_MESSAGING_OPERATION_NAME: OPERATION_SEND,
+        ATTR_MESSAGING_DESTINATION_NAME: queue.name,
+    }
+    if request_id is not None:
+        attributes[ATTR_REQUEST_ID] = str(request_id)
+    return attributes
 
 
-def _untraced(wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    sending = _SENDING.set(_NOTHING_TO_SEND)
+def _func_name(job: Job) -> str | None:
     try:
-        return wrapped(*args, **kwargs)
-    finally:
-        _SENDING.reset(sending)
+        return job.func_name
+    except Exception:  # a job whose function cannot be described is still sent
+        return None
 
 
 def _create_span(tracer: trace.Tracer, send: _Send, job: Job) -> Span:
