@@ -43,6 +43,7 @@ from jobtrail.processor.telemetry import (
     TRACE_MAPPINGS_EVICTED,
     Telemetry,
 )
+from jobtrail.processor.view import TraceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 logger = logging.getLogger("jobtrail.processor")
@@ -57,7 +58,7 @@ class Pipeline:
         self.telemetry = telemetry or Telemetry()
         self.spans = SpanStore(config.hold_seconds, config.max_held_spans, config.max_held_bytes)
         self.decisions = DecisionCache(config.mapping_ttl_seconds, config.max_mappings)
-        self.stitcher = Stitcher(self.spans, self.decisions, config.stitch_rule)
+        self.stitcher = Stitcher(self.spans, self.decisions, config.stitch_rule, results=TraceRequest)
         self.exporters = [exporter_for(url, config, self.telemetry) for url in config.export_to]
         self._lock = threading.Lock()
         self._stopping = threading.Event()

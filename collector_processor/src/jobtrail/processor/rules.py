@@ -12,6 +12,9 @@ link's trace. Three named shapes, each matched exactly as the instrumentations r
   one link: ``opentelemetry-instrumentation-celery`` with ``use_span_links=True`` (its ``run/<task>`` span
   carries no ``messaging.operation.type``).
 
+The rules read spans in the processor's view (:mod:`jobtrail.processor.view`); a span with exactly one link is
+read in full to see its kind and attributes (few spans have links).
+
 Never: a span of any other kind (a SERVER span with one link is a request that merely points somewhere), a
 consumer with several links (a batch: no single origin), or a link to an invalid or to its own trace.
 """
@@ -27,6 +30,7 @@ from jobtrail.conventions import (
     OPERATION_PROCESS,
 )
 from jobtrail.processor.config import STITCH_RULE_MESSAGING
+from jobtrail.processor.view import full_span
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
@@ -36,6 +40,7 @@ from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
 TRACE_ID_BYTES = 16
 SPAN_ID_BYTES = 8
 _INVALID_TRACE_ID = bytes(TRACE_ID_BYTES)
+_INVALID_SPAN_ID = bytes(SPAN_ID_BYTES)
 _OPERATION_KEYS = (ATTR_MESSAGING_OPERATION_TYPE, DEPRECATED_MESSAGING_OPERATION)
 CELERY_ACTION = "celery.action"
 """What opentelemetry-instrumentation-celery sets on its spans (``run`` on the worker's execution span)."""
@@ -53,6 +58,7 @@ def link_finder(stitch_rule: str) -> LinkFinder:
 def waits_for_its_origin(span: Span) -> bool:
     """A ``celery_run`` span: when its link points into a trace not decided yet, it waits for that decision
     (a retry's link points into the previous attempt's trace, which may arrive later from another process)."""
+    span = full_span(span)
     return (
         span.kind == Span.SPAN_KIND_CONSUMER and _string_attribute(span.attributes, CELERY_ACTION) == CELERY_ACTION_RUN
     )
@@ -66,24 +72,22 @@ def _enqueued_by_link(span: Span, trace_id: bytes) -> Span.Link | None:
 
 
 def _messaging_link(span: Span, trace_id: bytes) -> Span.Link | None:
-    links = span.links
-    if len(links) == 1 and span.kind == Span.SPAN_KIND_CONSUMER:
-        attributes = span.attributes
-        if _is_process_operation(attributes) or (
-            not span.parent_span_id and _string_attribute(attributes, CELERY_ACTION) == CELERY_ACTION_RUN
+    if len(span.links) == 1:
+        full = full_span(span)  # kind and attributes are not in the view
+        if full.kind == Span.SPAN_KIND_CONSUMER and (
+            _is_process_operation(full.attributes)
+            or (not full.parent_span_id and _string_attribute(full.attributes, CELERY_ACTION) == CELERY_ACTION_RUN)
         ):
-            return _valid(links[0], trace_id)
+            return _valid(full.links[0], trace_id)
     return _enqueued_by_link(span, trace_id)
 
 
 def _valid(link: Span.Link, trace_id: bytes) -> Span.Link | None:
     """The link, if it points at a real span in another trace (garbage never moves a trace anywhere)."""
-    target = link.trace_id
-    if len(target) != TRACE_ID_BYTES or target in (_INVALID_TRACE_ID, trace_id) or len(link.span_id) != SPAN_ID_BYTES:
+    target, span_id = link.trace_id, link.span_id
+    if len(target) != TRACE_ID_BYTES or target in (_INVALID_TRACE_ID, trace_id) or len(span_id) != SPAN_ID_BYTES:
         return None
-    if link.span_id == bytes(SPAN_ID_BYTES):
-        return None
-    return link
+    return None if span_id == _INVALID_SPAN_ID else link
 
 
 def _is_process_operation(attributes: Iterable[KeyValue]) -> bool:

@@ -1,13 +1,23 @@
 """The consume path's three stages: validate every span's ids, decide (pure), then apply in one pass.
 
-1. *Validate* (:meth:`Stitcher._scan`): spans with ids of the wrong length are taken out and counted before
-   anything looks at them, so a rejected span never decides anything; the same walk notes, per trace, the
-   deciding span the request carries (see :mod:`jobtrail.processor.rules`) or its plain root.
+The stitcher works on the processor's view of OTLP (:mod:`jobtrail.processor.view`): only ids and links are
+parsed, every other field of a span travels as the bytes that came. A request in the full OTLP types is taken in
+as a view (from its bytes); results come in the type the stitcher was made with: the full types by default, for
+callers that read spans; the pipeline takes the view, which it only serializes.
+
+1. *Validate* (:meth:`Stitcher._scan`): per scope, every span's three ids are read once, in C-level ``map``
+   calls (no Python code runs per span); spans with ids of the wrong length are taken out and counted before
+   anything looks at them, so a rejected span never decides anything. Then only the parentless spans are looked
+   at one by one, to note per trace the deciding span the request carries (see :mod:`jobtrail.processor.rules`)
+   or its plain root. Spans with a parent are searched for a deciding link (a pickup marker) only when the
+   request may hold one: with the ``jobtrail`` rule, when its bytes carry the ``enqueued_by`` marker more often
+   than the deciding links found on parentless spans.
 2. *Decide* (:func:`jobtrail.processor.decide.decide`): those notes plus the decision cache's answers in,
    decisions out; nothing changes.
-3. *Apply*: remember the decisions, release spans held for traces now decided, then one walk over the spans
-   that moves (``trace_id := target``, parentless spans get the link's span as parent), passes, or holds each
-   one. Scopes whose traces all pass are not walked at all.
+3. *Apply*: remember the decisions, release spans held for traces now decided, then per scope: a scope whose
+   traces all pass is not touched; every span of a moving trace gets its trace's prebuilt delta merged in (one
+   C-level ``map`` over those spans; a parentless one then gets its parent from the link), and the spans of
+   undecided traces are held.
 
 Spans of an undecided trace wait in the span store, serialized once per trace and scope (not span by span),
 until their decision arrives, the window ends or room runs out; the last two forward them unchanged (or, for a
@@ -18,8 +28,12 @@ per-span Python object conversion would cost more than the rest.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import MutableSequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import compress, repeat
+from operator import attrgetter, not_
 
 from jobtrail.conventions import ATTR_STITCHED_ORIGINAL_TRACE_ID, ATTR_STITCHED_PARENT_FROM_LINK, LINK_TYPE_ENQUEUED_BY
 from jobtrail.processor.config import STITCH_RULE_JOBTRAIL, STITCH_RULE_MESSAGING
@@ -27,6 +41,7 @@ from jobtrail.processor.decide import Known, decide
 from jobtrail.processor.decision_cache import DecisionCache, TraceMapping
 from jobtrail.processor.rules import SPAN_ID_BYTES, TRACE_ID_BYTES, link_finder, waits_for_its_origin
 from jobtrail.processor.span_store import Held, SpanStore
+from jobtrail.processor.view import SerializedSpans, TraceRequest, ViewResourceSpans, ViewScopeSpans, ViewSpan
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
@@ -34,6 +49,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 _TRACE_ID_LENGTH = {TRACE_ID_BYTES}
 _SPAN_ID_LENGTH = {SPAN_ID_BYTES}
 _PARENT_LENGTHS = {0, SPAN_ID_BYTES}
+_TRACE_ID = attrgetter("trace_id")
+_PARENT = attrgetter("parent_span_id")
+_SPAN_ID = attrgetter("span_id")
+_LINKS = attrgetter("links")
+_MERGE = ViewSpan.MergeFromString
+_SERIALIZE = ViewSpan.SerializeToString
 DECIDING_MARKER = LINK_TYPE_ENQUEUED_BY.encode()
 """Bytes every deciding link of the ``jobtrail`` rule carries (the link attribute's value)."""
 _PARENT_FROM_LINK = KeyValue(key=ATTR_STITCHED_PARENT_FROM_LINK, value=AnyValue(bool_value=True))
@@ -79,33 +100,46 @@ class _Scan:
 
 @dataclass
 class _ScopeScan:
-    """One scope's valid spans with their trace ids (the wrappers are kept, so the apply walk reuses them)."""
+    """One scope's valid spans with their ids (the wrappers are kept, so the apply stage reuses them)."""
 
     resource_spans: ResourceSpans
     scope_spans: ScopeSpans
     spans: list[Span]
     trace_ids: list[bytes]
     parents: list[bytes]
+    roots: list[Span]
+    """The parentless spans (with their trace ids: ``root_trace_ids``)."""
+    root_trace_ids: list[bytes]
     distinct: set[bytes]
 
 
 class Stitcher:
     """Moves linked job attempt traces into the trace that enqueued them, holding spans that came too early."""
 
-    def __init__(self, spans: SpanStore, decisions: DecisionCache, rule: str) -> None:
+    def __init__(
+        self,
+        spans: SpanStore,
+        decisions: DecisionCache,
+        rule: str,
+        results: type[ExportTraceServiceRequest] = ExportTraceServiceRequest,
+    ) -> None:
         self.spans = spans
         self.decisions = decisions
         self._find_link = link_finder(rule)
         self._marker = DECIDING_MARKER if rule == STITCH_RULE_JOBTRAIL else None
         self._patience = rule == STITCH_RULE_MESSAGING
+        self._results = results
 
     def process(self, request: ExportTraceServiceRequest, now: float, raw: bytes | None = None) -> StitchResult:
-        """Stitch ``request`` in place; spans to hold are taken out, spans released by it appended.
+        """Stitch ``request`` (in place when it is a view); spans to hold are taken out, spans released by it
+        appended.
 
-        ``raw``, the request's protobuf bytes when at hand, lets the scan skip the links of most spans: with the
-        ``jobtrail`` rule a deciding link carries the ``enqueued_by`` marker, so the number of times those bytes
-        occur in ``raw`` bounds the number of deciding spans in the request.
+        ``raw``, the request's protobuf bytes when at hand, spares serializing a full request to take it in as a
+        view, and lets the scan skip the links of spans with a parent (see the module docstring).
         """
+        if not isinstance(request, TraceRequest):
+            raw = raw if raw is not None else request.SerializeToString()
+            request = TraceRequest.FromString(raw)
         result = StitchResult(request)
         scan = self._scan(request, raw, result)
         known = partial(self.decisions.get, now=now)
@@ -116,22 +150,27 @@ class Stitcher:
         if self.decisions.anyone_waiting:
             self._settle_waiting(decided, known, release)
         self._apply(scan, decided, release, now, result)
-        return result
+        return self._as_results(result)
 
     def expire(self, now: float) -> StitchResult:
         """Forward every trace held for the whole window (unchanged, or where a waiting claim points); forget
         decisions past their TTL."""
         self.decisions.expire(now)
-        result = StitchResult(ExportTraceServiceRequest(), modified=True)
+        result = StitchResult(TraceRequest(), modified=True)
         expired = self.spans.expire(now)
         _append(result, expired, REASON_WINDOW_EXPIRED, self._give_up_waiting(expired, now))
-        return result
+        return self._as_results(result)
 
     def drain(self) -> StitchResult:
         """Forward everything held: the process is stopping."""
-        result = StitchResult(ExportTraceServiceRequest(), modified=True)
+        result = StitchResult(TraceRequest(), modified=True)
         drained = self.spans.drain()
         _append(result, drained, REASON_SHUTDOWN, self._give_up_waiting(drained, None))
+        return self._as_results(result)
+
+    def _as_results(self, result: StitchResult) -> StitchResult:
+        if self._results is not TraceRequest:
+            result.request = self._results.FromString(result.request.SerializeToString())
         return result
 
     # --- 2b. waiting claims (decided elsewhere: decide.py) ---------------------------------------------
@@ -161,58 +200,70 @@ class Stitcher:
 
     # --- 1. validate (and note what the request says) -----------------------------------------------
     def _scan(self, request: ExportTraceServiceRequest, raw: bytes | None, result: StitchResult) -> _Scan:
-        """Take out spans with invalid ids, then note each trace's deciding span or plain root.
-
-        Parentless spans (attempt spans, plain roots) are checked as they come; the links of spans with a
-        parent (the pickup marker, a consumer span under a poll span) only when deciding links may be left."""
+        """Take out spans with invalid ids, then note each trace's deciding span or plain root."""
         scan = _Scan()
-        claims = scan.claims
-        find_link = self._find_link
+        # Deciding links the request may hold: with the jobtrail rule, at most as many as its bytes carry markers.
+        markers = raw.count(self._marker) if raw is not None and self._marker is not None else None
         found = 0
         for resource_spans in request.resource_spans:
             for scope_spans in resource_spans.scope_spans:
                 spans = list(scope_spans.spans)
-                trace_ids = [span.trace_id for span in spans]
-                parents = [span.parent_span_id for span in spans]
-                if (
-                    set(map(len, trace_ids)) - _TRACE_ID_LENGTH
-                    or {len(span.span_id) for span in spans} - _SPAN_ID_LENGTH
-                    or set(map(len, parents)) - _PARENT_LENGTHS
+                trace_ids = list(map(_TRACE_ID, spans))
+                parents = list(map(_PARENT, spans))
+                if not (
+                    set(map(len, trace_ids)) <= _TRACE_ID_LENGTH
+                    and set(map(len, parents)) <= _PARENT_LENGTHS
+                    and set(map(len, map(_SPAN_ID, spans))) <= _SPAN_ID_LENGTH
                 ):
                     spans, trace_ids, parents = _take_out_invalid(scope_spans, result)
-                if not spans:
-                    continue
-                for index in [index for index, parent in enumerate(parents) if not parent]:
-                    span, trace_id = spans[index], trace_ids[index]
-                    link = find_link(span, trace_id) if span.links else None
-                    if link is not None:
-                        claims[trace_id] = TraceMapping(link.trace_id, link.span_id)
-                        found += 1
-                        if self._patience and waits_for_its_origin(span):
-                            scan.patient.add(trace_id)
-                    elif trace_id not in claims:
-                        claims[trace_id] = None
+                    if not spans:
+                        continue
+                is_root = list(map(not_, parents))
+                roots, root_trace_ids = list(compress(spans, is_root)), list(compress(trace_ids, is_root))
+                if markers == 0:  # no link here can decide: every root is a plain one
+                    deque(map(scan.claims.setdefault, root_trace_ids), maxlen=0)
+                else:
+                    found += self._note_roots(roots, root_trace_ids, scan)
                 distinct = set(trace_ids)
-                scan.scopes.append(_ScopeScan(resource_spans, scope_spans, spans, trace_ids, parents, distinct))
+                scan.scopes.append(
+                    _ScopeScan(resource_spans, scope_spans, spans, trace_ids, parents, roots, root_trace_ids, distinct)
+                )
                 scan.trace_ids |= distinct
-        if raw is None or self._marker is None or raw.count(self._marker) > found:
+        if markers is None or markers > found:
+            find_link = self._find_link
             for scope in scan.scopes:
-                for span, trace_id in zip(scope.spans, scope.trace_ids, strict=True):
-                    if span.links and span.parent_span_id:
+                for span, trace_id in compress(zip(scope.spans, scope.trace_ids, strict=True), scope.parents):
+                    if span.links:
                         link = find_link(span, trace_id)
                         if link is not None:
-                            claims[trace_id] = TraceMapping(link.trace_id, link.span_id)
+                            scan.claims[trace_id] = TraceMapping(link.trace_id, link.span_id)
         return scan
+
+    def _note_roots(self, roots: list[Span], trace_ids: list[bytes], scan: _Scan) -> int:
+        """Note the parentless spans of a scope: a trace's claim where a link decides, else the trace's plain root
+        (which never overrides a claim); how many claims."""
+        claims = scan.claims
+        linked = list(map(len, map(_LINKS, roots)))
+        deque(map(claims.setdefault, compress(trace_ids, map(not_, linked))), maxlen=0)
+        found = 0
+        for span, trace_id in compress(zip(roots, trace_ids, strict=True), linked):
+            link = self._find_link(span, trace_id)
+            if link is None:
+                claims.setdefault(trace_id, None)
+                continue
+            claims[trace_id] = TraceMapping(link.trace_id, link.span_id)
+            found += 1
+            if self._patience and waits_for_its_origin(span):
+                scan.patient.add(trace_id)
+        return found
 
     # --- 3. apply ------------------------------------------------------------------------------------
     def _apply(
         self, scan: _Scan, decided: dict[bytes, TraceMapping], release: list[bytes], now: float, result: StitchResult
     ) -> None:
         self.decisions.remember_all(decided, now)
-        moves: dict[bytes, _Move | None] = {
-            trace_id: None
-            if mapping.target_trace_id is None
-            else _Move(trace_id, mapping.target_trace_id, mapping.link_span_id)
+        moves = {
+            trace_id: None if mapping.target_trace_id is None else _Move(trace_id, mapping)
             for trace_id, mapping in decided.items()
         }
         store = self.spans
@@ -220,29 +271,15 @@ class Stitcher:
         passed = stitched = 0
         taken_out = False
         for scope in scan.scopes:
-            scope_moves = {trace_id: moves.get(trace_id, _UNDECIDED) for trace_id in scope.distinct}
+            fates = {trace_id: moves.get(trace_id, _UNDECIDED) for trace_id in scope.distinct}
             count = len(scope.spans)
-            if all(move is None for move in scope_moves.values()):
+            if not any(fates.values()):  # every trace of the scope passes
                 passed += count
                 continue
-            rows = zip(scope.spans, scope.trace_ids, scope.parents, strict=True)
-            moved = 0
-            to_hold: dict[bytes, list[int]] = {t: [] for t, move in scope_moves.items() if move is _UNDECIDED}
-            if not to_hold:
-                for span, trace_id, parent in rows:
-                    move = scope_moves[trace_id]
-                    if move is not None:
-                        span.MergeFromString(move.child_delta if parent else move.root_delta)
-                        moved += 1
-            else:
-                for index, (span, trace_id, parent) in enumerate(rows):
-                    move = scope_moves[trace_id]
-                    if move is _UNDECIDED:
-                        to_hold[trace_id].append(index)
-                    elif move is not None:
-                        span.MergeFromString(move.child_delta if parent else move.root_delta)
-                        moved += 1
-                count -= self._hold(scope, to_hold, now)
+            moved = _move(scope, fates)
+            undecided = {trace_id for trace_id, move in fates.items() if move is _UNDECIDED}
+            if undecided:
+                count -= self._hold(scope, undecided, now)
                 taken_out = True
             stitched += moved
             passed += count - moved
@@ -257,53 +294,80 @@ class Stitcher:
         evicted = store.make_room()
         _append(result, evicted, REASON_HOLD_FULL, self._give_up_waiting(evicted, now))
 
-    def _hold(self, scope: _ScopeScan, to_hold: dict[bytes, list[int]], now: float) -> int:
-        """Keep the spans of undecided traces: one serialized ``ScopeSpans`` per trace, then take them out;
-        how many."""
-        spans, resource_spans, scope_spans = scope.spans, scope.resource_spans, scope.scope_spans
-        resource = ResourceSpans(resource=resource_spans.resource, schema_url=resource_spans.schema_url)
+    def _hold(self, scope: _ScopeScan, undecided: set[bytes], now: float) -> int:
+        """Keep the spans of undecided traces (one fragment per trace: the scope with those spans, serialized
+        span by span in C), then take them out of the request; how many."""
+        scope_spans, resource_spans = scope.scope_spans, scope.resource_spans
+        held = list(map(undecided.__contains__, scope.trace_ids))
+        groups: dict[bytes, list[bytes]] = {}
+        serialized = map(_SERIALIZE, compress(scope.spans, held))
+        for trace_id, span_bytes in zip(compress(scope.trace_ids, held), serialized, strict=True):
+            members = groups.get(trace_id)
+            if members is None:
+                groups[trace_id] = [span_bytes]
+            else:
+                members.append(span_bytes)
+        resource = ViewResourceSpans(resource=resource_spans.resource, schema_url=resource_spans.schema_url)
         resource_bytes = resource.SerializeToString()
-        instrumentation_scope, schema_url = scope_spans.scope, scope_spans.schema_url
-        held: list[int] = []
-        for trace_id, indexes in to_hold.items():
-            group = ScopeSpans(
-                scope=instrumentation_scope, schema_url=schema_url, spans=[spans[index] for index in indexes]
-            )
-            self.spans.hold(trace_id, resource_bytes, group.SerializeToString(), len(indexes), now)
-            held.extend(indexes)
-        if len(held) == len(spans):
-            del scope_spans.spans[:]
-        else:
-            for index in sorted(held, reverse=True):
-                del scope_spans.spans[index]
-        return len(held)
+        shell = ViewScopeSpans(scope=scope_spans.scope, schema_url=scope_spans.schema_url).SerializeToString()
+        for trace_id, members in groups.items():
+            fragment = shell + SerializedSpans(spans=members).SerializeToString()  # concatenation = merge
+            self.spans.hold(trace_id, resource_bytes, fragment, len(members), now)
+        indexes = list(compress(range(len(held)), held))
+        _delete(scope_spans.spans, indexes)
+        return len(indexes)
+
+
+def _delete(field: MutableSequence[Span], indexes: list[int]) -> None:
+    """Delete the elements at ``indexes`` (ascending) from a repeated field: each run of neighbours (a trace's
+    spans usually come together) with one slice deletion, the last run first."""
+    end = len(indexes)
+    while end:
+        start = end - 1
+        while start and indexes[start - 1] == indexes[start] - 1:
+            start -= 1
+        del field[indexes[start] : indexes[end - 1] + 1]
+        end = start
+
+
+def _move(scope: _ScopeScan, fates: dict[bytes, _Move | None]) -> int:
+    """Merge each moving trace's delta into its spans of ``scope`` (a C-level loop), then give parentless ones
+    their parent; how many moved."""
+    moving = {trace_id: move for trace_id, move in fates.items() if move is not None and move is not _UNDECIDED}
+    if not moving:
+        return 0
+    per_span = list(map({trace_id: move.child_delta for trace_id, move in moving.items()}.get, scope.trace_ids))
+    _merge_all(scope.spans, per_span)
+    extras = {trace_id: move.root_extra for trace_id, move in moving.items()}
+    _merge_all(scope.roots, list(map(extras.get, scope.root_trace_ids)))
+    return len(per_span) - per_span.count(None)
+
+
+def _merge_all(spans: list[Span], deltas: list[bytes | None]) -> None:
+    """Merge ``deltas[i]`` into ``spans[i]`` where it is not None, in one C-level loop."""
+    deque(map(_MERGE, compress(spans, deltas), filter(None, deltas)), maxlen=0)
 
 
 class _Move:
     """How the spans of one original trace move, built once per trace per request: moving a span is one
-    ``MergeFromString`` of a prebuilt delta (``trace_id`` := target, the stitch attributes appended; for a
-    parentless span also its parent), several times cheaper than setting fields and appending attributes one by
-    one. (The decision cache keeps the compact :class:`TraceMapping` instead: prebuilt deltas per remembered
-    trace would multiply its memory.)"""
+    ``MergeFromString`` of a prebuilt delta (``trace_id`` := target, the stitch attribute appended), and one more
+    for a parentless span (its parent from the link, the attribute saying so): several times cheaper than setting
+    fields and appending attributes one by one. (The decision cache keeps the compact :class:`TraceMapping`
+    instead: prebuilt deltas per remembered trace would multiply its memory.)"""
 
-    __slots__ = ("child_delta", "root_delta")
+    __slots__ = ("child_delta", "root_extra")
 
-    def __init__(self, original_trace_id: bytes, target_trace_id: bytes, link_span_id: bytes) -> None:
+    def __init__(self, original_trace_id: bytes, mapping: TraceMapping) -> None:
+        assert mapping.target_trace_id is not None
         self.child_delta = b"".join(
-            (_TRACE_ID_FIELD, target_trace_id, _ORIGINAL_ATTRIBUTE_FIELD, original_trace_id.hex().encode())
+            (_TRACE_ID_FIELD, mapping.target_trace_id, _ORIGINAL_ATTRIBUTE_FIELD, original_trace_id.hex().encode())
         )
-        self.root_delta = b"".join((self.child_delta, _PARENT_FIELD, link_span_id, _PARENT_FROM_LINK_FIELD))
+        self.root_extra = b"".join((_PARENT_FIELD, mapping.link_span_id, _PARENT_FROM_LINK_FIELD))
 
     @classmethod
     def of(cls, original_trace_id: bytes, mapping: TraceMapping) -> _Move | None:
         """The move for a mapping, or None for a trace that passes through."""
-        if mapping.target_trace_id is None:
-            return None
-        return cls(original_trace_id, mapping.target_trace_id, mapping.link_span_id)
-
-    def apply(self, span: Span) -> None:
-        """Put one span into the target trace and say where it came from."""
-        span.MergeFromString(self.child_delta if span.parent_span_id else self.root_delta)
+        return None if mapping.target_trace_id is None else cls(original_trace_id, mapping)
 
 
 def _field_prefix(span: Span, value_length: int) -> bytes:
@@ -325,7 +389,7 @@ _ORIGINAL_ATTRIBUTE_FIELD = _field_prefix(
 )
 _PARENT_FROM_LINK_FIELD = Span(attributes=[_PARENT_FROM_LINK]).SerializeToString()
 
-_UNDECIDED = _Move(b"", b"", b"")
+_UNDECIDED = _Move(b"", TraceMapping(b""))
 """``moves.get`` default, compared by identity: the trace is undecided, its spans wait (None: it passes through)."""
 
 
@@ -347,8 +411,10 @@ def _append(result: StitchResult, traces: Held, unchanged_reason: str, moves: di
             if move is None:
                 result.count_unchanged(unchanged_reason, count)
             else:
-                for span in scope_spans.spans:
-                    move.apply(span)
+                spans = list(scope_spans.spans)
+                deque(map(_MERGE, spans, repeat(move.child_delta)), maxlen=0)
+                roots = compress(spans, map(not_, map(_PARENT, spans)))
+                deque(map(_MERGE, roots, repeat(move.root_extra)), maxlen=0)
                 result.stitched += count
             result.spans_out += count
     result.modified = True
@@ -369,7 +435,7 @@ def _take_out_invalid(scope_spans: ScopeSpans, result: StitchResult) -> tuple[li
     for index in reversed(invalid):
         del scope_spans.spans[index]
     spans = list(scope_spans.spans)
-    return spans, [span.trace_id for span in spans], [span.parent_span_id for span in spans]
+    return spans, list(map(_TRACE_ID, spans)), list(map(_PARENT, spans))
 
 
 def _invalid_ids_message(span: Span) -> str:
