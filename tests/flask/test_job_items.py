@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import jobtrail.jobs.contract as contract
 import pytest
 from jobtrail.conventions import (
     EVENT_ITEM_FAILED_RETRYABLE,
@@ -135,3 +136,23 @@ def test_fast_polling_during_a_retried_job_on_a_forking_worker_changes_nothing(c
     ]
     assert len(seen_states) > 1
     assert [e["attempt"] for e in body["events"] if e["event"] == EVENT_JOB_STARTED] == [1, 2]
+
+
+def test_a_job_that_finishes_while_its_status_is_read_is_not_shown_succeeded(client, run_jobs, monkeypatch):
+    """The status reads RQ, then the record: RQ files a job as finished only after the worker wrote its outcome."""
+    accepted = client.post("/import", json={"rows": {"a.csv": "ok", "b.csv": "bad"}}).get_json()
+    real_fetch = contract.fetch
+    ran = []
+
+    def fetch_after_the_job_ran(*args, **kwargs):
+        if not ran:  # the job runs to its end right inside this status request, between its two reads
+            ran.append(True)
+            run_jobs()
+        return real_fetch(*args, **kwargs)
+
+    monkeypatch.setattr(contract, "fetch", fetch_after_the_job_ran)
+    body = client.get(accepted["status_url"]).get_json()
+
+    assert ran
+    assert (body["state"], body["attempt"]) == (STATE_PARTIALLY_SUCCEEDED, 1)
+    assert body["events"][-1]["event"] == EVENT_JOB_PARTIALLY_SUCCEEDED

@@ -243,15 +243,21 @@ class Contract:
     def status(self, job_id: str, caller: Caller) -> Answer:
         """The status response (no-store); a read never writes. Redis down: a retryable 503."""
         try:
+            job = self._rq_job(job_id) if _JOB_ID_PATTERN.fullmatch(job_id) else None
             snapshot = self.owned(job_id, caller)
             if snapshot is None:
                 return Reply(404, not_found_body(job_id), dict(NO_STORE))
-            return Reply(200, self._body(snapshot), dict(NO_STORE))
+            return Reply(200, self._body(snapshot, job), dict(NO_STORE))
         except RedisError as error:
             return _unavailable(error)
 
-    def _body(self, snapshot: Snapshot) -> dict[str, Any]:
-        job = fetch(snapshot.job_id, self.queue.connection, self.queue.serializer)
+    def _rq_job(self, job_id: str) -> Job | None:
+        """RQ's job, read BEFORE the record: the worker writes an attempt's outcome into the record before RQ files
+        the job as finished or failed, so a record read afterwards is never behind what RQ says. (Read the other
+        way round, a job that ran between the two reads looked "succeeded" with no attempt.)"""
+        return fetch(job_id, self.queue.connection, self.queue.serializer)
+
+    def _body(self, snapshot: Snapshot, job: Job | None) -> dict[str, Any]:
         body = status_body(snapshot, view_of(job) if job else None, self._status_url(snapshot.job_id), now())
         warn_damaged(snapshot)
         return body
@@ -291,8 +297,8 @@ class Contract:
             job = fetch(job_id, self.queue.connection, self.queue.serializer)
             if job is not None and view_of(job).state in WAITING_STATES:
                 self._cancel_waiting(job, record)
-            snapshot = record.read()
-            return Reply(202, self._body(snapshot), dict(NO_STORE))
+            job = self._rq_job(job_id)
+            return Reply(202, self._body(record.read(), job), dict(NO_STORE))
         except RedisError as error:
             return _unavailable(error)
 
