@@ -12,6 +12,9 @@
 
 Usage: .venv/bin/python bench/bench_processor.py [--spans 200000] [--batch 512] [--rounds 5]
        [--end-to-end-only]   (skips part 1: what runs against an older checkout, e.g. to measure main)
+       [--before CHECKOUT]   (a third hop in every round and in the latency runs: the processor of another
+                              checkout, e.g. ``git archive 8b32dd0 | tar -x -C /tmp/before``, so that "now / before"
+                              is a paired per-round ratio instead of two runs minutes apart)
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ LATENCY_SPANS_PER_SECOND = 20_000
 LATENCY_BATCH = 100
 LATENCY_SECONDS = 6.0
 TARGET_CPU_RATIO = 2.5
+TARGET_SPEEDUP = 1.5
+PROCESSOR, PASS_THROUGH, BEFORE, DIRECT = "processor", "pass-through", "before", "direct"
 TARGET_P99_ADDED_MS = 5.0
 
 
@@ -304,9 +309,14 @@ def serve_pass_through(sink_port: int) -> int:
 class Hop:
     """A subprocess between the sender and the sink, pinned to one core: the processor or the pass-through."""
 
-    def __init__(self, kind: str, sink_port: int, cpu: int) -> None:
+    def __init__(self, kind: str, sink_port: int, cpu: int, before: str | None = None) -> None:
         pin = f"import os, sys; os.sched_setaffinity(0, {{{cpu}}}); sys.argv[0] = {__file__!r}; "
-        if kind == "processor":
+        env = {**os.environ, "JOBTRAIL_PROCESSOR_QUEUE_MAX_SPANS": "400000"}
+        if kind == BEFORE:  # the processor of another checkout: its source roots first on the path
+            assert before is not None
+            roots = [os.path.join(before, root, "src") for root in ("collector_processor", "instrumentation")]
+            env["PYTHONPATH"] = os.pathsep.join([*roots, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        if kind in (PROCESSOR, BEFORE):
             code = pin + "from jobtrail.processor.__main__ import main; sys.exit(main(sys.argv[1:]))"
             args = ["--listen-grpc", "127.0.0.1:0", "--listen-http", "127.0.0.1:0"]
             args += ["--export-to", f"grpc://127.0.0.1:{sink_port}", "--log-level", "WARNING"]
@@ -314,7 +324,6 @@ class Hop:
             code = pin + f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
             code += "import bench_processor; sys.exit(bench_processor.serve_pass_through(int(sys.argv[1])))"
             args = [str(sink_port)]
-        env = {**os.environ, "JOBTRAIL_PROCESSOR_QUEUE_MAX_SPANS": "400000"}
         self.process = subprocess.Popen([sys.executable, "-c", code, *args], stderr=subprocess.PIPE, text=True, env=env)
         assert self.process.stderr is not None
         line = self.process.stderr.readline()
@@ -337,10 +346,10 @@ def _exporter(port: int) -> tuple[grpc.Channel, Callable]:
     return channel, channel.unary_unary(EXPORT_METHOD_PATH, request_serializer=None, response_deserializer=None)
 
 
-def throughput(kind: str, payloads: list[bytes], total: int, cpu: int) -> tuple[float, float]:
+def throughput(kind: str, payloads: list[bytes], total: int, cpu: int, before: str | None) -> tuple[float, float]:
     """Send everything from 4 threads as fast as X takes it: (spans/s until the sink has all, CPU-s per span of X)."""
     sink = Sink()
-    hop = Hop(kind, sink.port, cpu)
+    hop = Hop(kind, sink.port, cpu, before)
     channel, export = _exporter(hop.port)
     try:
 
@@ -371,10 +380,10 @@ def throughput(kind: str, payloads: list[bytes], total: int, cpu: int) -> tuple[
         sink.stop()
 
 
-def latency(kind: str, payloads: list[bytes], cpu: int) -> list[float]:
+def latency(kind: str, payloads: list[bytes], cpu: int, before: str | None) -> list[float]:
     """Paced sends (one request every batch/rate seconds); per request, seconds from send to arrival at the sink."""
     sink = Sink(timed=True)
-    hop = Hop(kind, sink.port, cpu) if kind != "direct" else None
+    hop = Hop(kind, sink.port, cpu, before) if kind != DIRECT else None
     channel, export = _exporter(hop.port if hop else sink.port)
     sent: dict[int, float] = {}
     try:
@@ -416,6 +425,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=3, help="timings per in-process figure (the best counts)")
     parser.add_argument("--end-to-end-only", action="store_true")
+    parser.add_argument(
+        "--before",
+        metavar="CHECKOUT",
+        help="also run the processor of another checkout (its source roots) in each round",
+    )
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
     bench_cpu, hop_cpu = cpus[-1], cpus[0]
@@ -451,32 +465,41 @@ def main() -> int:
         plain, attempt = decision_memory()
         row("memory per remembered decision", plain, "bytes", f"(plain trace; {attempt:,.0f} for an attempt trace)")
 
-    rates, cpu_ratios, rate_ratios = [], [], []
+    kinds = [PROCESSOR, PASS_THROUGH] + ([BEFORE] if args.before else [])
+    rounds: list[dict[str, tuple[float, float]]] = []
     for number in range(args.rounds):
-        order = ("processor", "pass-through") if number % 2 == 0 else ("pass-through", "processor")
-        measured = {kind: throughput(kind, payloads, total, hop_cpu) for kind in order}
-        (rate, cpu), (base_rate, base_cpu) = measured["processor"], measured["pass-through"]
-        rates.append(rate)
-        cpu_ratios.append(cpu / base_cpu)
-        rate_ratios.append(rate / base_rate)
-        print(
-            f"round {number + 1}: processor {rate:,.0f} spans/s, {cpu * 1e6:.2f} CPU-us/span; pass-through "
-            f"{base_rate:,.0f} spans/s, {base_cpu * 1e6:.2f} CPU-us/span"
+        order = kinds[number % len(kinds) :] + kinds[: number % len(kinds)]
+        rounds.append({kind: throughput(kind, payloads, total, hop_cpu, args.before) for kind in order})
+        figures = (
+            f"{kind} {rounds[-1][kind][0]:,.0f} spans/s, {rounds[-1][kind][1] * 1e6:.2f} CPU-us/span" for kind in kinds
         )
-    print(f"end to end, requests of {args.batch}, {args.rounds} paired rounds, min / median / max:")
-    print(f"  processor spans/s                           {spread(rates, 0)}")
-    print(f"  processor / pass-through spans/s            {spread(rate_ratios)}")
+        print(f"round {number + 1}: " + "; ".join(figures))
+
+    def ratios(kind: str, base: str, what: int) -> list[float]:
+        return [measured[kind][what] / measured[base][what] for measured in rounds]
+
+    print(f"end to end, requests of {args.batch}, {args.rounds} paired rounds in rotating order, min / median / max:")
+    print(f"  processor spans/s                           {spread([m[PROCESSOR][0] for m in rounds], 0)}")
+    print(f"  processor / pass-through spans/s            {spread(ratios(PROCESSOR, PASS_THROUGH, 0))}")
+    cpu_ratios = ratios(PROCESSOR, PASS_THROUGH, 1)
     verdict = "meets" if statistics.median(cpu_ratios) <= TARGET_CPU_RATIO else "MISSES"
     print(f"  processor / pass-through CPU per span       {spread(cpu_ratios)}  ({verdict} <= {TARGET_CPU_RATIO})")
+    if args.before:
+        print(f"  before spans/s                              {spread([m[BEFORE][0] for m in rounds], 0)}")
+        print(f"  before / pass-through CPU per span          {spread(ratios(BEFORE, PASS_THROUGH, 1))}")
+        speedup = ratios(PROCESSOR, BEFORE, 0)
+        verdict = "meets" if statistics.median(speedup) >= TARGET_SPEEDUP else "MISSES"
+        print(f"  processor / before spans/s                  {spread(speedup)}  ({verdict} >= {TARGET_SPEEDUP})")
+        print(f"  processor / before CPU per span             {spread(ratios(PROCESSOR, BEFORE, 1))}")
 
     paced = build_workload(int(LATENCY_SPANS_PER_SECOND * LATENCY_SECONDS), LATENCY_BATCH, split_share=0.0, tag=True)
-    delays = {kind: latency(kind, paced, hop_cpu) for kind in ("direct", "pass-through", "processor")}
+    delays = {kind: latency(kind, paced, hop_cpu, args.before) for kind in [DIRECT, *kinds]}
     print(f"latency at {LATENCY_SPANS_PER_SECOND:,} spans/s (requests of {LATENCY_BATCH}), send -> sink, ms:")
     for kind, values in delays.items():
         p50, p99 = percentile(values, 0.5) * 1e3, percentile(values, 0.99) * 1e3
         added = ""
-        if kind != "direct":
-            direct = delays["direct"]
+        if kind != DIRECT:
+            direct = delays[DIRECT]
             added_p50 = p50 - percentile(direct, 0.5) * 1e3
             added_p99 = p99 - percentile(direct, 0.99) * 1e3
             verdict = "meets" if added_p99 <= TARGET_P99_ADDED_MS else "MISSES"
