@@ -4,7 +4,7 @@ Every record gets ``request_id``, ``trace_id``, ``span_id``, ``job_id``, ``attem
 ``service`` (see shared/CONVENTIONS.md), so one request id finds the API's lines and every attempt's
 lines. The request id comes from baggage (the Flask layer puts it there; the RQ instrumentation
 carries it into the job), the trace and span ids from the current span, and the job id and attempt
-from :func:`job_log_scope`, which the RQ instrumentation opens around each attempt.
+from :class:`JobLogScope`, which the RQ instrumentation opens around each attempt.
 
 Usage::
 
@@ -53,9 +53,6 @@ class JobLogScope:
 
     def __exit__(self, *exc_info: object) -> None:
         _JOB_SCOPE.reset(self._token)
-
-
-job_log_scope = JobLogScope
 
 
 class CorrelationFilter(logging.Filter):
@@ -123,4 +120,4 @@ def configure_logging(service: str, level: int = logging.INFO, stream: IO[str] |
     return handler
 
 
-__all__ = ["CorrelationFilter", "JsonLogFormatter", "configure_logging", "job_log_scope"]
+__all__ = ["CorrelationFilter", "JsonLogFormatter", "configure_logging", "JobLogScope"]

@@ -65,10 +65,10 @@ from jobtrail.conventions import (
     pickup_span_name,
     process_span_name,
 )
-from jobtrail.logs import job_log_scope
+from jobtrail.logs import JobLogScope
 from jobtrail.rq.carrier import AttemptRecord, MetaProblems, extract_creation_context
 from jobtrail.rq.retry import RetryDecision, retry_decision
-from jobtrail.rq.utils import call_argument, qualified_name
+from jobtrail.rq.utils import call_argument, func_name_of, qualified_name
 from opentelemetry import baggage, context, trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -140,7 +140,7 @@ class Attempt:
             ATTR_JOB_ATTEMPT: self.number,
             ATTR_WORKER_NAME: str(worker.name),
         }
-        func_name = _func_name(job)
+        func_name = func_name_of(job)
         if func_name is not None:
             attributes[ATTR_JOB_FUNC_NAME] = func_name
         if request_id is not None:
@@ -257,7 +257,7 @@ class Attempt:
             return
         token = context.attach(self.context)
         try:
-            with job_log_scope(self.job_id, self.number):
+            with JobLogScope(self.job_id, self.number):
                 _log.info(message, *args, extra={LOG_EVENT: event})
         finally:
             context.detach(token)
@@ -310,7 +310,7 @@ class WorkerHooks:
         active = _ACTIVE.set(attempt)
         token = context.attach(attempt.context)
         try:
-            with job_log_scope(attempt.job_id, attempt.number):
+            with JobLogScope(attempt.job_id, attempt.number):
                 _log.info(
                     "job %s attempt %s picked up by %s",
                     attempt.job_id,
@@ -440,13 +440,6 @@ def _aware(moment: datetime) -> datetime:
 
 def _ns(moment: datetime | None) -> int | None:
     return int(_aware(moment).timestamp() * 1e9) if moment is not None else None
-
-
-def _func_name(job: Job) -> str | None:
-    try:
-        return job.func_name
-    except Exception:  # an undeserializable job still gets its attempt span
-        return None
 
 
 def _last_line(text: str) -> str:

@@ -48,7 +48,7 @@ from jobtrail.conventions import (
     send_span_name,
 )
 from jobtrail.rq.carrier import AttemptRecord, inject_creation_context
-from jobtrail.rq.utils import call_argument, qualified_name
+from jobtrail.rq.utils import call_argument, func_name_of, qualified_name
 from opentelemetry import baggage, context, trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.trace import NoOpTracer, Span, SpanKind, Status, StatusCode
@@ -93,7 +93,7 @@ class _Send:
             inject_creation_context(job.meta, trace.set_span_in_context(creation, self.ambient))
         else:
             if self.span.is_recording():
-                self.span.set_attributes({ATTR_MESSAGING_MESSAGE_ID: job.id, ATTR_JOB_FUNC_NAME: job.func_name})
+                self.span.set_attributes(_job_attributes(job))
             inject_creation_context(job.meta)
         if self.scheduled_for is not None:
             AttemptRecord(runnable_at=self.scheduled_for.timestamp()).write(job.meta)
@@ -125,20 +125,13 @@ class ProducerHooks:
         if not isinstance(job, Job):
             return wrapped(*args, **kwargs)
         request_id = baggage.get_baggage(REQUEST_ID_BAGGAGE_KEY, ambient)
-        attributes = _send_attributes(queue, request_id)
-        attributes[ATTR_MESSAGING_MESSAGE_ID] = job.id
-        func_name = _func_name(job)
-        if func_name is not None:
-            attributes[ATTR_JOB_FUNC_NAME] = func_name
+        attributes = _span_attributes(queue, OPERATION_SEND, request_id, job)
         span = self._tracer.start_span(
             send_span_name(queue.name), context=ambient, kind=SpanKind.PRODUCER, attributes=attributes
         )
         current = trace.set_span_in_context(span, ambient)
         if span.is_recording() or span.get_span_context().is_valid or baggage.get_all(ambient):
-            try:
-                inject_creation_context(job.meta, current)
-            except Exception:  # never let tracing change the enqueue
-                _log.warning("job %s: could not record its creation context", job.id, exc_info=True)
+            _stamp(job, inject_creation_context, job.meta, current)
         return self._run(span, current, None, queue, wrapped, args, kwargs)
 
     def enqueue_many(
@@ -163,10 +156,7 @@ class ProducerHooks:
         job = wrapped(*args, **kwargs)
         send = _SENDING.get()
         if send is not None and isinstance(job, Job):
-            try:
-                send.stamp(self._tracer, job)
-            except Exception:  # never let tracing change the enqueue
-                _log.warning("job %s: could not record its creation context", job.id, exc_info=True)
+            _stamp(job, send.stamp, self._tracer, job)
         return job
 
     def _traced_send(
@@ -183,7 +173,7 @@ class ProducerHooks:
         if ambient.get(_SUPPRESS_INSTRUMENTATION_KEY) or _SENDING.get() is not None:
             return wrapped(*args, **kwargs)
         request_id = baggage.get_baggage(REQUEST_ID_BAGGAGE_KEY, ambient)
-        attributes = _send_attributes(queue, request_id)
+        attributes = _span_attributes(queue, OPERATION_SEND, request_id)
         if scheduled_for is not None:
             attributes[ATTR_JOB_SCHEDULED_FOR] = scheduled_for.isoformat()
         span = self._tracer.start_span(
@@ -230,38 +220,37 @@ class ProducerHooks:
             span.end()
 
 
-def _send_attributes(queue: Queue, request_id: object) -> dict[str, Any]:
-    """What every ``send`` span carries from its start."""
+def _stamp(job: Job, stamp: Callable[..., None], *args: Any) -> None:
+    """``stamp(*args)``: tracing never changes the enqueue, so a failure is one warning naming the job."""
+    try:
+        stamp(*args)
+    except Exception:
+        _log.warning("job %s: could not record its creation context", job.id, exc_info=True)
+
+
+def _span_attributes(queue: Queue, operation: str, request_id: object, job: Job | None = None) -> dict[str, Any]:
+    """What a ``send`` or ``create`` span carries from its start (with ``job``: which job it sends)."""
     attributes: dict[str, Any] = {
         ATTR_MESSAGING_SYSTEM: MESSAGING_SYSTEM_RQ,
-        ATTR_MESSAGING_OPERATION_TYPE: OPERATION_SEND,
-        ATTR_MESSAGING_OPERATION_NAME: OPERATION_SEND,
+        ATTR_MESSAGING_OPERATION_TYPE: operation,
+        ATTR_MESSAGING_OPERATION_NAME: operation,
         ATTR_MESSAGING_DESTINATION_NAME: queue.name,
     }
     if request_id is not None:
         attributes[ATTR_REQUEST_ID] = str(request_id)
+    if job is not None:
+        attributes.update(_job_attributes(job))
     return attributes
 
 
-def _func_name(job: Job) -> str | None:
-    try:
-        return job.func_name
-    except Exception:  # a job whose function cannot be described is still sent
-        return None
+def _job_attributes(job: Job) -> dict[str, Any]:
+    func_name = func_name_of(job)
+    return {ATTR_MESSAGING_MESSAGE_ID: job.id} | ({ATTR_JOB_FUNC_NAME: func_name} if func_name is not None else {})
 
 
 def _create_span(tracer: trace.Tracer, send: _Send, job: Job) -> Span:
     """The zero-length PRODUCER span that is one batch job's creation context (a child of the caller's)."""
-    attributes: dict[str, Any] = {
-        ATTR_MESSAGING_SYSTEM: MESSAGING_SYSTEM_RQ,
-        ATTR_MESSAGING_OPERATION_TYPE: OPERATION_CREATE,
-        ATTR_MESSAGING_OPERATION_NAME: OPERATION_CREATE,
-        ATTR_MESSAGING_DESTINATION_NAME: send.queue.name,
-        ATTR_MESSAGING_MESSAGE_ID: job.id,
-        ATTR_JOB_FUNC_NAME: job.func_name,
-    }
-    if send.request_id is not None:
-        attributes[ATTR_REQUEST_ID] = str(send.request_id)
+    attributes = _span_attributes(send.queue, OPERATION_CREATE, send.request_id, job)
     span = tracer.start_span(
         create_span_name(send.queue.name), context=send.ambient, kind=SpanKind.PRODUCER, attributes=attributes
     )
