@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import tracemalloc
 import urllib.request
@@ -13,6 +12,8 @@ import urllib.request
 import grpc
 from jobtrail.otlp import EXPORT_METHOD_PATH
 from jobtrail.processor.span_store import SpanStore
+
+from tests.fixtures.processor_process import running_processor
 
 from .builders import new_trace_id, request, span, string_attribute
 from .conftest import wait_for
@@ -44,48 +45,45 @@ def metric(http_port: int, name: str) -> float:
     return sum(float(value) for value in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
-def test_process_memory_stays_within_max_held_bytes_plus_a_fixed_overhead(grpc_downstream):
+def test_process_memory_stays_within_max_held_bytes_plus_a_fixed_overhead(grpc_downstream, tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("JOBTRAIL_PROCESSOR_")}
     env["JOBTRAIL_PROCESSOR_MAX_HELD_BYTES"] = str(BOUND)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jobtrail.processor", "--listen-grpc", "127.0.0.1:0", "--listen-http", "127.0.0.1:0"]
-        + ["--export-to", grpc_downstream.url, "--hold", "600"],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        line = ""
-        while "listening" not in line:
-            line = process.stderr.readline()
-            assert line, "the processor exited before it was ready"
-        grpc_port, http_port = (int(port) for port in re.search(r"grpc=(\d+) http=(\d+)", line).groups())
-        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    command = [
+        sys.executable,
+        "-m",
+        "jobtrail.processor",
+        "--listen-grpc",
+        "127.0.0.1:0",
+        "--listen-http",
+        "127.0.0.1:0",
+    ]
+    command += ["--export-to", grpc_downstream.url, "--hold", "600"]
+    with running_processor(command, tmp_path / "processor.log", env=env) as processor:
+        http_port, pid = processor.http_port, processor.process.pid
+        channel = grpc.insecure_channel(f"127.0.0.1:{processor.grpc_port}")
         export = channel.unary_unary(EXPORT_METHOD_PATH, request_serializer=None, response_deserializer=None)
         for number in range(100):  # warm up: allocator pools, gRPC buffers, the exporter's channel
             export(orphan_with_big_resource(number), timeout=30)
         wait_for(lambda: metric(http_port, "jobtrail_processor_spans_received_total") == 100, "the warm-up")
-        before = rss_bytes(process.pid)
+        before = rss_bytes(pid)
 
         for number in range(100, 100 + SPANS):
             export(orphan_with_big_resource(number), timeout=30)
         wait_for(lambda: metric(http_port, "jobtrail_processor_spans_received_total") == 100 + SPANS, "every span")
         wait_for(lambda: metric(http_port, "jobtrail_processor_export_queue_spans") == 0, "the queue to drain")
-        grown = rss_bytes(process.pid) - before
+        grown = rss_bytes(pid) - before
 
         held_bytes = metric(http_port, "jobtrail_processor_held_bytes")
         held = metric(http_port, "jobtrail_processor_spans_held")
         evicted = metric(http_port, 'jobtrail_processor_spans_forwarded_unchanged_total{reason="hold_full"}')
+        delivered = len(grpc_downstream.recorder.spans())  # before the stop forwards what is still held
         channel.close()
-    finally:
-        process.kill()
-        process.wait()
 
     assert 0 < held_bytes <= BOUND
     assert held + evicted == 100 + SPANS and evicted > SPANS, "the oldest traces were forwarded to make room"
     assert held * RESOURCE_BYTES <= BOUND, "each held span's resource was counted"
     assert grown <= BOUND + FIXED_OVERHEAD, f"the process grew {grown / MIB:.1f} MiB with a {BOUND / MIB:.0f} MiB bound"
-    assert len(grpc_downstream.recorder.spans()) == evicted
+    assert delivered == evicted
 
 
 def test_the_store_counts_at_least_what_it_keeps():

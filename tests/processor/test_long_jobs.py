@@ -9,8 +9,6 @@ marker, exported at attempt start, is what lets the processor move them at once.
 from __future__ import annotations
 
 import os
-import re
-import signal
 import subprocess
 import sys
 import uuid
@@ -20,6 +18,8 @@ from pathlib import Path
 import pytest
 from jobtrail.conventions import ATTR_MESSAGING_MESSAGE_ID, ATTR_STITCHED_ORIGINAL_TRACE_ID
 from jobtrail.otlp.json_codec import decode_request
+
+from tests.fixtures.processor_process import running_processor
 
 from .builders import attributes_of
 from .conftest import wait_for
@@ -35,19 +35,11 @@ def run_long_job(redis_url: str, tmp_path: Path, seconds: float, steps: int) -> 
     """Enqueue one job from an instrumented request, run it in a forking worker, and check the processor's file."""
     output = tmp_path / "traces.jsonl"
     env = {key: value for key, value in os.environ.items() if not key.startswith(("JOBTRAIL_PROCESSOR_", "OTEL_"))}
-    processor = subprocess.Popen(
-        [str(BIN / "jobtrail-processor"), "--listen-grpc", "127.0.0.1:0", "--listen-http", "127.0.0.1:0"]
-        + ["--export-to", f"file://{output}"],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        line = ""
-        while "listening" not in line:
-            line = processor.stderr.readline()
-            assert line, "the processor exited before it was ready"
-        grpc_port = re.search(r"grpc=(\d+)", line).group(1)
+    command = [BIN / "jobtrail-processor", "--listen-grpc", "127.0.0.1:0", "--listen-http", "127.0.0.1:0"]
+    with running_processor(
+        [*command, "--export-to", output.as_uri()], tmp_path / "processor.log", env=env
+    ) as processor:
+        grpc_port = processor.grpc_port
         otel = {
             **env,
             "PYTHONPATH": str(REPO),
@@ -89,13 +81,7 @@ def run_long_job(redis_url: str, tmp_path: Path, seconds: float, steps: int) -> 
             return [s for r in requests for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
 
         wait_for(lambda: len(written()) >= expected, f"{expected} spans in the processor's file", timeout=60)
-        processor.send_signal(signal.SIGTERM)
-        assert processor.wait(timeout=60) == 0
-        log = processor.stderr.read()
-    finally:
-        if processor.poll() is None:
-            processor.kill()
-            processor.wait()
+    counters = processor.stopped_counters()  # its final word, after SIGTERM and the drain
 
     spans = written()
     per_trace = Counter(span.trace_id.hex() for span in spans)
@@ -110,10 +96,10 @@ def run_long_job(redis_url: str, tmp_path: Path, seconds: float, steps: int) -> 
     assert {span.parent_span_id for span in job_spans} == {attempt.span_id}
     originals = {attributes_of(span).get(ATTR_STITCHED_ORIGINAL_TRACE_ID) for span in job_spans + [attempt]}
     assert len(originals) == 1 and None not in originals
-    assert "spans_forwarded_unchanged_total{reason=window_expired}=0" in log
-    assert "spans_forwarded_unchanged_total{reason=hold_full}=0" in log
-    assert f"spans_stitched_total={steps + 2}" in log
-    assert "spans_rejected_total=0" in log
+    assert counters["spans_forwarded_unchanged_total{reason=window_expired}"] == 0
+    assert counters["spans_forwarded_unchanged_total{reason=hold_full}"] == 0
+    assert counters["spans_stitched_total"] == steps + 2
+    assert counters["spans_rejected_total"] == 0
 
 
 @pytest.mark.timeout(600)
