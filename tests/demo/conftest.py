@@ -159,13 +159,18 @@ def run_demo(workdir: Path, *extra: str) -> Iterator[RunningDemo]:
             url = match.group(1) if match else None
         yield RunningDemo(url, workdir / "data" / "traces.jsonl", process, stderr_file)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_demo(process)
+
+
+def stop_demo(process: subprocess.Popen[str]) -> None:
+    """SIGTERM (the demo stops its worker, processor and exporters), then SIGKILL after ``STOP_TIMEOUT_S``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture

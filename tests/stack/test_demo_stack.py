@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import queue
 import re
-import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from jobtrail.trail.cli import DEFAULT_SERVICES
 from jobtrail.trail.cli import main as trail_main
 from jobtrail.trail.model import KIND_CONSUMER
 
-from tests.demo.conftest import START_TIMEOUT_S, STOP_TIMEOUT_S, demo_command, demo_environment
+from tests.demo.conftest import START_TIMEOUT_S, demo_command, demo_environment, stop_demo
 from tests.demo.test_end_to_end import one_chain
 from tests.fixtures.browser import chromium_missing_reason, launch_chromium
 from tests.stack.conftest import JAEGER_WARNINGS, eventually, jaeger_json, jaeger_spans, jaeger_trace
@@ -113,13 +112,7 @@ def stack_demo(stack_tools: StackTools, tmp_path_factory: pytest.TempPathFactory
         with receipt_clicked(url) as (config, outcome):
             yield StackDemo(url, jaeger_url, trace_file, config, outcome.request_id, outcome.job_id, outcome.state)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_demo(process)
 
 
 def whole(spans: list[TrailSpan]) -> bool:
