@@ -22,8 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Link, SpanKind
 
 from tests.fixtures.otlp_receiver import GrpcTraceReceiver, HttpTraceReceiver
-
-from .processes import ProcessorProcess
+from tests.fixtures.processor_process import ProcessorProcess, processor_command
 
 WAIT_SECONDS = 30.0
 
@@ -133,7 +132,7 @@ def processor_process(tmp_path) -> Iterator[Callable[..., ProcessorProcess]]:
     started: list[ProcessorProcess] = []
 
     def start(*args: str) -> ProcessorProcess:
-        process = ProcessorProcess(tmp_path / f"processor-{len(started)}.log", *args)
+        process = ProcessorProcess.start(processor_command(*args), tmp_path / f"processor-{len(started)}.log")
         started.append(process)
         return process
 

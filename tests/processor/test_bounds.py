@@ -4,16 +4,17 @@
 from __future__ import annotations
 
 import os
-import re
-import sys
 import tracemalloc
-import urllib.request
 
 import grpc
 from jobtrail.otlp import EXPORT_METHOD_PATH
 from jobtrail.processor.span_store import SpanStore
 
-from tests.fixtures.processor_process import running_processor
+from tests.fixtures.processor_process import (
+    environment_without_processor_settings,
+    processor_command,
+    running_processor,
+)
 
 from .builders import new_trace_id, request, span, string_attribute
 from .conftest import wait_for
@@ -34,48 +35,26 @@ def orphan_with_big_resource(number: int) -> bytes:
     return built.SerializeToString()
 
 
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        return int(re.search(r"^VmRSS:\s+(\d+) kB", status.read(), re.M).group(1)) * 1024
-
-
-def metric(http_port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return sum(float(value) for value in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
-
-
 def test_process_memory_stays_within_max_held_bytes_plus_a_fixed_overhead(grpc_downstream, tmp_path):
-    env = {key: value for key, value in os.environ.items() if not key.startswith("JOBTRAIL_PROCESSOR_")}
-    env["JOBTRAIL_PROCESSOR_MAX_HELD_BYTES"] = str(BOUND)
-    command = [
-        sys.executable,
-        "-m",
-        "jobtrail.processor",
-        "--listen-grpc",
-        "127.0.0.1:0",
-        "--listen-http",
-        "127.0.0.1:0",
-    ]
-    command += ["--export-to", grpc_downstream.url, "--hold", "600"]
+    env = {**environment_without_processor_settings(), "JOBTRAIL_PROCESSOR_MAX_HELD_BYTES": str(BOUND)}
+    command = processor_command("--export-to", grpc_downstream.url, "--hold", "600")
     with running_processor(command, tmp_path / "processor.log", env=env) as processor:
-        http_port, pid = processor.http_port, processor.process.pid
         channel = grpc.insecure_channel(f"127.0.0.1:{processor.grpc_port}")
         export = channel.unary_unary(EXPORT_METHOD_PATH, request_serializer=None, response_deserializer=None)
         for number in range(100):  # warm up: allocator pools, gRPC buffers, the exporter's channel
             export(orphan_with_big_resource(number), timeout=30)
-        wait_for(lambda: metric(http_port, "jobtrail_processor_spans_received_total") == 100, "the warm-up")
-        before = rss_bytes(pid)
+        wait_for(lambda: processor.metric("jobtrail_processor_spans_received_total") == 100, "the warm-up")
+        before = processor.status("VmRSS") * 1024
 
         for number in range(100, 100 + SPANS):
             export(orphan_with_big_resource(number), timeout=30)
-        wait_for(lambda: metric(http_port, "jobtrail_processor_spans_received_total") == 100 + SPANS, "every span")
-        wait_for(lambda: metric(http_port, "jobtrail_processor_export_queue_spans") == 0, "the queue to drain")
-        grown = rss_bytes(pid) - before
+        wait_for(lambda: processor.metric("jobtrail_processor_spans_received_total") == 100 + SPANS, "every span")
+        wait_for(lambda: processor.metric("jobtrail_processor_export_queue_spans") == 0, "the queue to drain")
+        grown = processor.status("VmRSS") * 1024 - before
 
-        held_bytes = metric(http_port, "jobtrail_processor_held_bytes")
-        held = metric(http_port, "jobtrail_processor_spans_held")
-        evicted = metric(http_port, 'jobtrail_processor_spans_forwarded_unchanged_total{reason="hold_full"}')
+        held_bytes = processor.metric("jobtrail_processor_held_bytes")
+        held = processor.metric("jobtrail_processor_spans_held")
+        evicted = processor.metric("jobtrail_processor_spans_forwarded_unchanged_total", reason="hold_full")
         delivered = len(grpc_downstream.recorder.spans())  # before the stop forwards what is still held
         channel.close()
 

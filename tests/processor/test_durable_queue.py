@@ -12,8 +12,6 @@ from jobtrail.processor.exporters.disk_queue import DiskQueue
 from jobtrail.processor.hold_journal import HoldJournal
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.processor.processes import post_protobuf
-
 from .builders import attempt_root, new_trace_id, request, span
 from .conftest import wait_for
 
@@ -104,7 +102,6 @@ def test_without_queue_dir_a_sigkill_loses_what_was_queued(grpc_downstream, proc
     assert {s.name.split()[0] for s in grpc_downstream.recorder.spans()} == {"after"}
 
 
-
 def test_sigkill_keeps_held_spans_and_they_are_stitched_after_the_restart(grpc_downstream, processor_process, tmp_path):
     """Children acknowledged while their attempt root was unknown (held, in memory) survive the crash too."""
     args = ("--export-to", grpc_downstream.url, "--queue-dir", str(tmp_path / "queue"), "--hold", "600")
@@ -112,15 +109,15 @@ def test_sigkill_keeps_held_spans_and_they_are_stitched_after_the_restart(grpc_d
     root = attempt_root(enqueue)
     children = [span(f"child {index}", root.trace_id, root.span_id) for index in range(50)]
     first = processor_process(*args)
-    assert post_protobuf(first.http_port, request(*children[:20]).SerializeToString()) == 200
-    assert post_protobuf(first.http_port, request(*children[20:], service="other").SerializeToString()) == 200
+    assert first.post_protobuf(request(*children[:20]).SerializeToString()) == 200
+    assert first.post_protobuf(request(*children[20:], service="other").SerializeToString()) == 200
     assert first.metric("jobtrail_processor_spans_held") == 50
     assert first.kill() == -signal.SIGKILL
 
     second = processor_process(*args)
     assert second.metric("jobtrail_processor_spans_held") == 50, "the held spans are back"
     assert grpc_downstream.recorder.spans() == []
-    assert post_protobuf(second.http_port, request(enqueue, root, service="api").SerializeToString()) == 200
+    assert second.post_protobuf(request(enqueue, root, service="api").SerializeToString()) == 200
 
     wait_for(lambda: len(grpc_downstream.recorder.spans()) >= 52, "the children stitched with their root")
     delivered = grpc_downstream.recorder.spans_by_name()

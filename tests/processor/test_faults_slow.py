@@ -13,7 +13,6 @@ from collections import Counter
 import pytest
 
 from tests.fixtures.otlp_receiver import GrpcTraceReceiver, HttpTraceReceiver
-from tests.processor.processes import post_protobuf
 
 from .builders import new_trace_id, request, span
 from .conftest import wait_for
@@ -25,7 +24,6 @@ SLOW_CLIENTS = 150
 UPLOAD_BYTES = 4 * 1024 * 1024
 
 
-
 def plain_request(prefix: str, count: int) -> bytes:
     return request(*[span(f"{prefix} {index}", new_trace_id()) for index in range(count)]).SerializeToString()
 
@@ -35,7 +33,7 @@ def test_slow_uploads_cannot_exhaust_memory_or_threads(grpc_downstream, processo
     config = tmp_path / "processor.yaml"
     config.write_text("http_idle_timeout_seconds: 3\n")
     processor = processor_process("--config", str(config), "--export-to", grpc_downstream.url)
-    assert post_protobuf(processor.http_port, plain_request("warm-up", 10)) == 200
+    assert processor.post_protobuf(plain_request("warm-up", 10)) == 200
     rss_before, threads_before = processor.status("VmRSS"), processor.status("Threads")
     stop = threading.Event()
     clients: list[socket.socket] = []
@@ -71,7 +69,7 @@ def test_slow_uploads_cannot_exhaust_memory_or_threads(grpc_downstream, processo
             peak_threads = max(peak_threads, processor.status("Threads"))
             time.sleep(0.5)
         # Silent now: the idle timeout frees the slots, the processor serves again while the clients linger.
-        wait_for(lambda: post_protobuf(processor.http_port, plain_request("after", 5)) == 200, "a request served", 120)
+        wait_for(lambda: processor.post_protobuf(plain_request("after", 5)) == 200, "a request served", 120)
         assert processor.health() == 200
     finally:
         stop.set()
@@ -95,7 +93,7 @@ def test_delivery_resumes_within_seconds_after_an_outage(processor_process):
         processor = processor_process("--export-to", grpc_hop.url, "--export-to", http_hop.url)
         grpc_hop.stop()
         http_hop.stop()
-        assert post_protobuf(processor.http_port, plain_request("during outage", 100)) == 200
+        assert processor.post_protobuf(plain_request("during outage", 100)) == 200
         time.sleep(20)
         assert grpc_hop.recorder.spans() == [] and http_hop.recorder.spans() == []
         back = time.monotonic()
@@ -127,7 +125,7 @@ def test_a_slow_next_hop_gets_every_span_without_livelock(processor_process, tmp
     try:
         processor = processor_process("--config", str(config), "--export-to", hop.url)
         for number in range(40):
-            assert post_protobuf(processor.http_port, plain_request(f"r{number}", 500)) == 200
+            assert processor.post_protobuf(plain_request(f"r{number}", 500)) == 200
         wait_for(
             lambda: processor.metric("jobtrail_processor_spans_exported_total") == 20_000, "all spans exported", 300
         )
