@@ -95,4 +95,3 @@ def jaeger_spans(answer: dict[str, Any] | None) -> list[TrailSpan]:
 def jaeger_trace(base_url: str, trace_id: str) -> list[TrailSpan]:
     """Every span Jaeger holds for ``trace_id`` (after its adjusters)."""
     return jaeger_spans(jaeger_json(base_url, f"/api/v3/traces/{trace_id}"))
-
