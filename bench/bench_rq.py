@@ -115,6 +115,7 @@ class HandWrittenFloor(Setup):
 
     def on(self) -> None:
         tracer, enqueue_job, perform_job, provider = self.tracer, self.enqueue_job, self.perform_job, self.provider
+        parent_pid = self.parent_pid
 
         def traced_enqueue_job(queue: Queue, job: Any, *args: Any, **kwargs: Any) -> Any:
             attributes = {
@@ -151,7 +152,7 @@ class HandWrittenFloor(Setup):
                 return perform_job(worker, job, *args, **kwargs)
             finally:
                 span.end()
-                if os.getpid() != self.parent_pid:  # a job horse: it leaves with os._exit, so it sends first
+                if os.getpid() != parent_pid:  # a job horse: it leaves with os._exit, so it sends first
                     provider.force_flush()
 
         Queue.enqueue_job = traced_enqueue_job  # type: ignore[method-assign,assignment]

@@ -17,12 +17,8 @@ from typing import Any, TypeGuard
 
 from jobtrail.conventions import JOB_META_ATTEMPTS_KEY, JOB_META_CARRIER_KEY
 from opentelemetry import propagate, trace
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
-from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import SpanContext, TraceFlags
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 MAX_ATTEMPTS = 1_000_000
 """More attempts than any retry policy makes: a larger count is garbage, not history."""
@@ -57,54 +53,9 @@ def inject_creation_context(meta: MutableMapping[str, Any], context: Context | N
     if JOB_META_CARRIER_KEY in meta:
         return
     carrier: dict[str, str] = {}
-    textmap = propagate.get_global_textmap()
-    route = _route if _route.textmap is textmap else _route_for(textmap)
-    if route.direct:
-        _inject_directly(carrier, context, route.baggage)
-    else:
-        textmap.inject(carrier, context=context)
+    propagate.inject(carrier, context=context)
     if carrier:
         meta[JOB_META_CARRIER_KEY] = carrier
-
-
-@dataclass(frozen=True)
-class _InjectRoute:
-    """How the configured propagator is run: ``direct`` when it is tracecontext, alone or followed by baggage."""
-
-    textmap: object
-    direct: bool
-    baggage: TextMapPropagator | None = None
-
-
-def _route_for(textmap: TextMapPropagator) -> _InjectRoute:
-    """Inspect a newly configured propagator once (every enqueue injects: this is the hot path)."""
-    global _route
-    parts = getattr(textmap, "_propagators", None) if type(textmap) is CompositePropagator else [textmap]
-    kinds = [type(part) for part in parts] if isinstance(parts, (list, tuple)) else None
-    if kinds == [TraceContextTextMapPropagator]:
-        _route = _InjectRoute(textmap, direct=True)
-    elif kinds == [TraceContextTextMapPropagator, W3CBaggagePropagator]:
-        _route = _InjectRoute(textmap, direct=True, baggage=parts[1])  # type: ignore[index]
-    else:
-        _route = _InjectRoute(textmap, direct=False)
-    return _route
-
-
-_route = _InjectRoute(textmap=None, direct=False)
-
-
-def _inject_directly(carrier: dict[str, str], context: Context | None, baggage: TextMapPropagator | None) -> None:
-    """What ``TraceContextTextMapPropagator`` (then ``W3CBaggagePropagator``) writes, without the composite's detours.
-
-    The traceparent is formatted here as the SDK's propagator formats it; a test holds the two equal for every
-    kind of context."""
-    sent = trace.get_current_span(context).get_span_context()
-    if sent != trace.INVALID_SPAN_CONTEXT:
-        carrier["traceparent"] = f"00-{sent.trace_id:032x}-{sent.span_id:016x}-{sent.trace_flags:02x}"
-        if sent.trace_state:
-            carrier["tracestate"] = sent.trace_state.to_header()
-    if baggage is not None:
-        baggage.inject(carrier, context=context)
 
 
 def extract_creation_context(meta: Any, problems: MetaProblems) -> Context | None:

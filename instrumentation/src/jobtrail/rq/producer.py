@@ -238,17 +238,14 @@ def _span_attributes(queue: Queue, operation: str, request_id: object, job: Job 
     }
     if request_id is not None:
         attributes[ATTR_REQUEST_ID] = str(request_id)
-    return attributes if job is None else _job_attributes(job, attributes)
-
-
-def _job_attributes(job: Job, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Which job is sent: its id and function, added to ``attributes`` (a new dict when None)."""
-    attributes = {} if attributes is None else attributes
-    attributes[ATTR_MESSAGING_MESSAGE_ID] = job.id
-    func_name = func_name_of(job)
-    if func_name is not None:
-        attributes[ATTR_JOB_FUNC_NAME] = func_name
+    if job is not None:
+        attributes.update(_job_attributes(job))
     return attributes
+
+
+def _job_attributes(job: Job) -> dict[str, Any]:
+    func_name = func_name_of(job)
+    return {ATTR_MESSAGING_MESSAGE_ID: job.id} | ({ATTR_JOB_FUNC_NAME: func_name} if func_name is not None else {})
 
 
 def _create_span(tracer: trace.Tracer, send: _Send, job: Job) -> Span:
