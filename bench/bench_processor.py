@@ -5,8 +5,10 @@
    arriving children-first; memory per held span and per remembered decision (tracemalloc);
 2. paired rounds end to end over gRPC, sender -> X -> sink, where X is the processor (a subprocess pinned to one
    core) or a minimal Python gRPC pass-through (same core, same thread pool size, forwards the raw bytes of every
-   request with one blocking call, parses nothing). Each round runs both back to back, so the per-round ratios
-   (throughput, CPU per span) compare the two under the same machine load; min / median / max over the rounds;
+   request with one blocking call, parses nothing), and the *Python floor*: the same hop doing only what any
+   stitcher written in Python must do per request (the validating parse, and every span's three ids read through
+   the processor's view of OTLP), with no decision and no change. Each round runs them back to back, so the
+   per-round ratios (throughput, CPU per span) compare them under the same machine load; min / median / max;
 3. latency at a paced 20k spans/s (requests of 100 spans, whole traces): send -> arrival at the sink, for the
    sink directly, through the pass-through and through the processor; "added" = minus the direct figure.
 
@@ -29,8 +31,10 @@ import sys
 import threading
 import time
 import tracemalloc
+from collections import deque
 from collections.abc import Callable
 from concurrent import futures
+from operator import attrgetter
 
 import grpc
 from google.protobuf import __version__ as protobuf_version
@@ -59,7 +63,7 @@ LATENCY_BATCH = 100
 LATENCY_SECONDS = 6.0
 TARGET_CPU_RATIO = 2.5
 TARGET_SPEEDUP = 1.5
-PROCESSOR, PASS_THROUGH, BEFORE, DIRECT = "processor", "pass-through", "before", "direct"
+PROCESSOR, PASS_THROUGH, FLOOR, BEFORE, DIRECT = "processor", "pass-through", "python-floor", "before", "direct"
 TARGET_P99_ADDED_MS = 5.0
 
 
@@ -287,12 +291,33 @@ class Sink:
 EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
 
 
-def serve_pass_through(sink_port: int) -> int:
-    """The comparison: a minimal Python gRPC OTLP hop that forwards each request's bytes as they came."""
+def read_every_id(body: bytes) -> None:
+    """What any stitcher in Python must do with a request before deciding anything: parse it with the full types
+    (bad input is refused, so a batch is never poisoned), and read every span's three ids, at the cheapest (the
+    processor's view of OTLP, a C-level ``map`` per id)."""
+    from jobtrail.processor.view import TraceRequest  # the floor hop only: not in the --before checkout's layout
+
+    ExportTraceServiceRequest.FromString(body)
+    for resource_spans in TraceRequest.FromString(body).resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            spans = list(scope_spans.spans)
+            for ids in (_TRACE_ID, _SPAN_ID, _PARENT_SPAN_ID):
+                deque(map(ids, spans), maxlen=0)
+
+
+_TRACE_ID, _SPAN_ID, _PARENT_SPAN_ID = attrgetter("trace_id"), attrgetter("span_id"), attrgetter("parent_span_id")
+
+
+def serve_pass_through(sink_port: int, kind: str = PASS_THROUGH) -> int:
+    """The comparisons: a minimal Python gRPC OTLP hop that forwards each request's bytes as they came; as the
+    Python floor, it reads every id first (:func:`read_every_id`)."""
     channel = grpc.insecure_channel(f"127.0.0.1:{sink_port}")
     forward = channel.unary_unary(EXPORT_METHOD_PATH, request_serializer=None, response_deserializer=None)
+    inspect = kind == FLOOR
 
     def export(body: bytes, context: grpc.ServicerContext) -> bytes:
+        if inspect:
+            read_every_id(body)
         return forward(body, timeout=60)
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
@@ -301,13 +326,13 @@ def serve_pass_through(sink_port: int) -> int:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {method: handler}),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    print(f"pass-through listening grpc={port}", file=sys.stderr, flush=True)
+    print(f"{kind} listening grpc={port}", file=sys.stderr, flush=True)
     server.wait_for_termination()
     return 0
 
 
 class Hop:
-    """A subprocess between the sender and the sink, pinned to one core: the processor or the pass-through."""
+    """A subprocess between the sender and the sink, pinned to one core: the processor, pass-through or floor."""
 
     def __init__(self, kind: str, sink_port: int, cpu: int, before: str | None = None) -> None:
         pin = f"import os, sys; os.sched_setaffinity(0, {{{cpu}}}); sys.argv[0] = {__file__!r}; "
@@ -322,8 +347,8 @@ class Hop:
             args += ["--export-to", f"grpc://127.0.0.1:{sink_port}", "--log-level", "WARNING"]
         else:
             code = pin + f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
-            code += "import bench_processor; sys.exit(bench_processor.serve_pass_through(int(sys.argv[1])))"
-            args = [str(sink_port)]
+            code += "import bench_processor as b; sys.exit(b.serve_pass_through(int(sys.argv[1]), sys.argv[2]))"
+            args = [str(sink_port), kind]
         self.process = subprocess.Popen([sys.executable, "-c", code, *args], stderr=subprocess.PIPE, text=True, env=env)
         assert self.process.stderr is not None
         line = self.process.stderr.readline()
@@ -466,12 +491,14 @@ def main() -> int:
         row("memory per remembered decision", plain, "bytes", f"(plain trace; {attempt:,.0f} for an attempt trace)")
 
     kinds = [PROCESSOR, PASS_THROUGH] + ([BEFORE] if args.before else [])
+    rounds_kinds = [*kinds, FLOOR]
     rounds: list[dict[str, tuple[float, float]]] = []
     for number in range(args.rounds):
-        order = kinds[number % len(kinds) :] + kinds[: number % len(kinds)]
+        order = rounds_kinds[number % len(rounds_kinds) :] + rounds_kinds[: number % len(rounds_kinds)]
         rounds.append({kind: throughput(kind, payloads, total, hop_cpu, args.before) for kind in order})
         figures = (
-            f"{kind} {rounds[-1][kind][0]:,.0f} spans/s, {rounds[-1][kind][1] * 1e6:.2f} CPU-us/span" for kind in kinds
+            f"{kind} {rounds[-1][kind][0]:,.0f} spans/s, {rounds[-1][kind][1] * 1e6:.2f} CPU-us/span"
+            for kind in rounds_kinds
         )
         print(f"round {number + 1}: " + "; ".join(figures))
 
@@ -484,6 +511,8 @@ def main() -> int:
     cpu_ratios = ratios(PROCESSOR, PASS_THROUGH, 1)
     verdict = "meets" if statistics.median(cpu_ratios) <= TARGET_CPU_RATIO else "MISSES"
     print(f"  processor / pass-through CPU per span       {spread(cpu_ratios)}  ({verdict} <= {TARGET_CPU_RATIO})")
+    print(f"  python floor / pass-through CPU per span    {spread(ratios(FLOOR, PASS_THROUGH, 1))}")
+    print(f"  processor / python floor CPU per span       {spread(ratios(PROCESSOR, FLOOR, 1))}")
     if args.before:
         print(f"  before spans/s                              {spread([m[BEFORE][0] for m in rounds], 0)}")
         print(f"  before / pass-through CPU per span          {spread(ratios(BEFORE, PASS_THROUGH, 1))}")
