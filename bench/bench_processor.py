@@ -200,7 +200,7 @@ def stitch_all(payloads: list[bytes]) -> tuple[int, int]:
     for payload in payloads:
         result = stitcher.process(ExportTraceServiceRequest.FromString(payload), 0.0, payload)
         if result.modified:
-            result.request.SerializeToString()
+            result.serialized()
         stitched += result.stitched
         out += result.spans_out
     drained = stitcher.drain()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 from jobtrail.conventions import ATTR_LINK_TYPE, LINK_TYPE_ENQUEUED_BY, LINK_TYPE_RETRY_OF
+from jobtrail.processor import stitch
 from jobtrail.processor.config import ProcessorConfig
 from jobtrail.processor.pipeline import Pipeline
 from opentelemetry import context as otel_context
@@ -25,6 +26,16 @@ from tests.fixtures.otlp_receiver import GrpcTraceReceiver, HttpTraceReceiver
 from tests.fixtures.processor_process import ProcessorProcess, processor_command
 
 WAIT_SECONDS = 30.0
+
+
+@pytest.fixture(scope="module", params=["c-scanner", "python"])
+def both_stitch_paths(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a module's tests with the stitcher's C scanner (``jobtrail._otlp_wire``) and again with its Python
+    path, the one the processor takes where the scanner is not installed (stitchers made meanwhile take it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "python":
+            patch.setattr(stitch, "_otlp_wire", None)
+        yield str(request.param)
 
 
 def wait_for(predicate: Callable[[], object], what: str, timeout: float = WAIT_SECONDS) -> None:

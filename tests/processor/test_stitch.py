@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jobtrail.conventions import (
@@ -23,6 +24,8 @@ from jobtrail.processor.stitch import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from .builders import attempt_root, attributes_of, link, new_trace_id, request, span, spans_of
+
+pytestmark = pytest.mark.usefixtures("both_stitch_paths")
 
 
 def stitcher(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from jobtrail.conventions import ATTR_STITCHED_ORIGINAL_TRACE_ID, ATTR_STITCHED_PARENT_FROM_LINK
 from jobtrail.processor.config import STITCH_RULE_JOBTRAIL
 from jobtrail.processor.decision_cache import DecisionCache
 from jobtrail.processor.span_store import SpanStore
-from jobtrail.processor.stitch import REASON_NO_JOB_LINK, Stitcher
+from jobtrail.processor.stitch import REASON_NO_JOB_LINK, Stitcher, StitchResult
 from jobtrail.processor.view import TraceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
@@ -14,6 +15,8 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
 from .builders import attempt_root, attributes_of, new_trace_id, request, span, spans_of
+
+pytestmark = pytest.mark.usefixtures("both_stitch_paths")
 
 EVERY_KIND_OF_VALUE = [
     KeyValue(key="s", value=AnyValue(string_value="text")),
@@ -65,9 +68,9 @@ def view_stitcher() -> Stitcher:
     )
 
 
-def arrived(result_request: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+def arrived(result: StitchResult) -> ExportTraceServiceRequest:
     """What a next hop parses from the bytes the pipeline would send."""
-    return ExportTraceServiceRequest.FromString(result_request.SerializeToString())
+    return ExportTraceServiceRequest.FromString(result.serialized())
 
 
 def test_a_request_through_the_view_parses_as_it_came() -> None:
@@ -106,7 +109,7 @@ def test_moved_and_held_spans_keep_every_field_they_came_with() -> None:
     assert first.spans_out == 0 and subject.spans.held_spans == 1
     second = subject.process(rich_request(late, root), now=1.0)
 
-    out = {s.name: s for s in spans_of(arrived(second.request))}
+    out = {s.name: s for s in spans_of(arrived(second))}
     assert set(out) == {"job work", "redis GET", "process default"} and second.stitched == 3
     for sent in (early, late):
         got = out[sent.name]
@@ -118,7 +121,7 @@ def test_moved_and_held_spans_keep_every_field_they_came_with() -> None:
         assert (got.dropped_attributes_count, got.dropped_events_count, got.flags) == (3, 2, 0x301)
     assert out["process default"].parent_span_id == enqueue.span_id
     assert attributes_of(out["process default"])[ATTR_STITCHED_PARENT_FROM_LINK] is True
-    resource_spans = arrived(second.request).resource_spans
+    resource_spans = arrived(second).resource_spans
     assert {rs.schema_url for rs in resource_spans} == {"https://opentelemetry.io/schemas/1.26.0"}
     assert all(
         ss.scope.version == "1.2.3" and len(ss.scope.attributes) == 3 for rs in resource_spans for ss in rs.scope_spans
@@ -141,8 +144,8 @@ def test_held_spans_of_interleaved_traces_leave_the_request_and_the_rest_keeps_i
 
     result = subject.process(request(*spans), now=0.0)
 
-    assert [s.name for s in spans_of(arrived(result.request))] == ["p1", "GET /"]
+    assert [s.name for s in spans_of(arrived(result))] == ["p1", "GET /"]
     assert result.unchanged == {REASON_NO_JOB_LINK: 2}
     assert subject.spans.held_spans == 6 and subject.spans.held_traces == 2
     drained = subject.drain()
-    assert sorted(s.name for s in spans_of(arrived(drained.request))) == ["a1", "a2", "a3", "a4", "b1", "b2"]
+    assert sorted(s.name for s in spans_of(arrived(drained))) == ["a1", "a2", "a3", "a4", "b1", "b2"]

@@ -35,6 +35,9 @@ def decide(
     resolved: dict[bytes, TraceMapping] = {}
     waiting: dict[bytes, TraceMapping] = {}
     for trace_id, mapping in decided.items():
+        if mapping.target_trace_id is None:  # passes through: nothing to follow (most traces)
+            resolved[trace_id] = mapping
+            continue
         final, settled = _final(trace_id, mapping, decided, known)
         if settled or trace_id not in patient:
             resolved[trace_id] = final

@@ -12,16 +12,16 @@ that one is decided waits for it (its spans wait in the span store, which bounds
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class TraceMapping:
+class TraceMapping(NamedTuple):
     """What to do with the spans of one original trace.
 
     ``target_trace_id`` is None for a trace known to need nothing (its root has no job link); otherwise the
     spans move into that trace and a parentless span gets ``link_span_id`` as parent. Kept small on purpose:
-    the cache holds one per remembered attempt trace (plain traces share :data:`PASS_THROUGH`).
+    the cache holds one per remembered attempt trace (plain traces share :data:`PASS_THROUGH`); a named tuple,
+    because the consume path makes one per attempt trace it sees and a tuple is made in C.
     """
 
     target_trace_id: bytes | None

@@ -16,6 +16,7 @@ from collections import deque
 from typing import NamedTuple
 
 from jobtrail.processor.exporters.disk_queue import DiskQueue
+from jobtrail.processor.view import TraceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -55,11 +56,12 @@ class HoldJournal:
         span_ids = [span.span_id for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
         return Incoming(raw, span_ids)
 
-    def record(self, incoming: Incoming, output: ExportTraceServiceRequest, modified: bool, now: float) -> None:
-        """Write the spans of ``incoming`` that are not in ``output`` (held back), if any."""
+    def record(self, incoming: Incoming, output: bytes, modified: bool, now: float) -> None:
+        """Write the spans of ``incoming`` that are not in ``output`` (the bytes forwarded: held back), if any."""
         if not modified:  # the request went out exactly as it came: nothing held
             return
-        sent = {span.span_id for rs in output.resource_spans for ss in rs.scope_spans for span in ss.spans}
+        forwarded = TraceRequest.FromString(output)
+        sent = {span.span_id for rs in forwarded.resource_spans for ss in rs.scope_spans for span in ss.spans}
         missing = set(incoming.span_ids) - sent
         if not missing:
             return

@@ -89,11 +89,12 @@ class Pipeline:
             self._http.start()
         self._started = True
         logger.info(
-            "jobtrail processor listening grpc=%s http=%s, exporting to %s, hold %.1fs",
+            "jobtrail processor listening grpc=%s http=%s, exporting to %s, hold %.1fs, stitching %s",
             self.grpc_port,
             self.http_port,
             ", ".join(self.config.export_to),
             self.config.hold_seconds,
+            "with the C scanner" if self.stitcher.uses_c_scanner else "in Python (jobtrail._otlp_wire not installed)",
         )
 
     def stop(self) -> None:
@@ -140,22 +141,24 @@ class Pipeline:
             now = time.monotonic()
             result = self.stitcher.process(request, now, original)
             self.telemetry.add(SPANS_RECEIVED, spans)
-            self._forward(result, original)
+            payload = self._forward(result, original)
             if self._journal and incoming:
-                self._journal.record(incoming, result.request, result.modified, now)
+                self._journal.record(incoming, payload, result.modified, now)
         return result.rejected, result.rejected_reason
 
-    def _forward(self, result: StitchResult, original: bytes | None = None) -> None:
-        """Count what the stitcher decided and queue what goes out (the original bytes when nothing changed)."""
+    def _forward(self, result: StitchResult, original: bytes | None = None) -> bytes:
+        """Count what the stitcher decided and queue what goes out (the original bytes when nothing changed); the
+        bytes queued (empty when no span goes out)."""
         self.telemetry.add(SPANS_REJECTED, result.rejected)
         self.telemetry.add(SPANS_STITCHED, result.stitched)
         for reason, count in result.unchanged.items():
             self.telemetry.add(SPANS_FORWARDED_UNCHANGED, count, reason=reason)
         if not result.spans_out:
-            return
-        payload = original if original is not None and not result.modified else result.request.SerializeToString()
+            return b""
+        payload = original if original is not None and not result.modified else result.serialized()
         for exporter in self.exporters:
             exporter.put(payload, result.spans_out)
+        return payload
 
     def _replay_held(self) -> None:
         """After a crash with ``queue_dir``: the spans that were held go through the stitcher again."""

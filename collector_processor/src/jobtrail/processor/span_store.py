@@ -61,9 +61,6 @@ class SpanStore:
     def held_traces(self) -> int:
         return len(self._held)
 
-    def __contains__(self, trace_id: bytes) -> bool:
-        return trace_id in self._held
-
     def hold(self, trace_id: bytes, resource: bytes, scope_spans: bytes, spans: int, now: float) -> None:
         """Keep ``spans`` spans of ``trace_id`` (serialized in ``scope_spans``); :meth:`make_room` afterwards."""
         held = self._held.get(trace_id)
@@ -82,13 +79,16 @@ class SpanStore:
         self.held_spans += spans
         self.held_bytes += cost
 
-    def release(self, trace_id: bytes) -> list[Fragment]:
-        """Take out every held span of ``trace_id`` (its decision just arrived)."""
-        held = self._held.pop(trace_id, None)
-        if held is None:
-            return []
-        self._forget(held)
-        return held.fragments
+    def release(self, trace_ids: list[bytes]) -> Held:
+        """Take out every held span of those of ``trace_ids`` held here (their decisions just arrived)."""
+        released = []
+        pop = self._held.pop
+        for trace_id in trace_ids:
+            held = pop(trace_id, None)
+            if held is not None:
+                self._forget(held)
+                released.append((trace_id, held.fragments))
+        return released
 
     def make_room(self) -> Held:
         """Take out the oldest traces until both bounds hold again (the newest go too if they alone are too big)."""

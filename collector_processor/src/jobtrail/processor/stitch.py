@@ -34,17 +34,36 @@ from dataclasses import dataclass, field
 from functools import partial
 from itertools import compress, repeat
 from operator import attrgetter, not_
+from typing import NamedTuple
 
-from jobtrail.conventions import ATTR_STITCHED_ORIGINAL_TRACE_ID, ATTR_STITCHED_PARENT_FROM_LINK, LINK_TYPE_ENQUEUED_BY
+from jobtrail.conventions import (
+    ATTR_LINK_TYPE,
+    ATTR_STITCHED_ORIGINAL_TRACE_ID,
+    ATTR_STITCHED_PARENT_FROM_LINK,
+    LINK_TYPE_ENQUEUED_BY,
+)
 from jobtrail.processor.config import STITCH_RULE_JOBTRAIL, STITCH_RULE_MESSAGING
 from jobtrail.processor.decide import Known, decide
 from jobtrail.processor.decision_cache import DecisionCache, TraceMapping
 from jobtrail.processor.rules import SPAN_ID_BYTES, TRACE_ID_BYTES, link_finder, waits_for_its_origin
 from jobtrail.processor.span_store import Held, SpanStore
-from jobtrail.processor.view import SerializedSpans, TraceRequest, ViewResourceSpans, ViewScopeSpans, ViewSpan
+from jobtrail.processor.view import (
+    SerializedResources,
+    SerializedScopes,
+    SerializedSpans,
+    TraceRequest,
+    ViewResourceSpans,
+    ViewScopeSpans,
+    ViewSpan,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+try:
+    from jobtrail import _otlp_wire
+except ImportError:  # the optional C scanner is not installed: the view path does everything
+    _otlp_wire = None  # type: ignore[assignment]
 
 _TRACE_ID_LENGTH = {TRACE_ID_BYTES}
 _SPAN_ID_LENGTH = {SPAN_ID_BYTES}
@@ -71,9 +90,14 @@ class StitchResult:
     """What to forward now and what happened to every span that came in (the pipeline turns it into counters).
 
     ``modified`` False means ``request`` is exactly what came in, so its original bytes may be forwarded.
+    ``head``: on the C scanner's path, the incoming request as rewritten on its bytes (``request`` is not used
+    then). ``appended``: spans that left the span store with this request (released, evicted, expired), as a
+    serialized request. :meth:`serialized` joins them.
     """
 
     request: ExportTraceServiceRequest
+    head: bytes | None = None
+    appended: bytes = b""
     modified: bool = False
     spans_out: int = 0
     stitched: int = 0
@@ -84,6 +108,10 @@ class StitchResult:
     def count_unchanged(self, reason: str, spans: int) -> None:
         if spans:
             self.unchanged[reason] = self.unchanged.get(reason, 0) + spans
+
+    def serialized(self) -> bytes:
+        """What goes out, as bytes (two serialized requests one after the other are their merge)."""
+        return (self.head if self.head is not None else self.request.SerializeToString()) + self.appended
 
 
 @dataclass
@@ -122,6 +150,7 @@ class Stitcher:
         decisions: DecisionCache,
         rule: str,
         results: type[ExportTraceServiceRequest] = ExportTraceServiceRequest,
+        use_c_scanner: bool = True,
     ) -> None:
         self.spans = spans
         self.decisions = decisions
@@ -129,19 +158,82 @@ class Stitcher:
         self._marker = DECIDING_MARKER if rule == STITCH_RULE_JOBTRAIL else None
         self._patience = rule == STITCH_RULE_MESSAGING
         self._results = results
+        self._wire = _otlp_wire if use_c_scanner else None
+        # The C scanner decides the enqueued_by shape itself; other rules get the bytes of spans with links.
+        self._link_type = (
+            (ATTR_LINK_TYPE.encode(), LINK_TYPE_ENQUEUED_BY.encode()) if rule == STITCH_RULE_JOBTRAIL else (None, None)
+        )
+
+    @property
+    def uses_c_scanner(self) -> bool:
+        """Whether requests go through the C scanner (``jobtrail._otlp_wire``, installed apart)."""
+        return self._wire is not None
 
     def process(self, request: ExportTraceServiceRequest, now: float, raw: bytes | None = None) -> StitchResult:
         """Stitch ``request`` (in place when it is a view); spans to hold are taken out, spans released by it
         appended.
 
-        ``raw``, the request's protobuf bytes when at hand, spares serializing a full request to take it in as a
-        view, and lets the scan skip the links of spans with a parent (see the module docstring).
+        ``raw``, the request's protobuf bytes when at hand, spares serializing a full request to take it in, and
+        lets the scan skip the links of spans with a parent (see the module docstring). With the C scanner, a
+        request in the full types is stitched on its bytes (:meth:`_process_bytes`), never parsed here.
         """
+        if self._wire is not None and not isinstance(request, TraceRequest):
+            raw = raw if raw is not None else request.SerializeToString()
+            scanned = self._wire.scan(raw, *self._link_type)
+            if scanned is not None:
+                return self._as_results(self._process_bytes(raw, scanned, now))
         if not isinstance(request, TraceRequest):
             raw = raw if raw is not None else request.SerializeToString()
             request = TraceRequest.FromString(raw)
         result = StitchResult(request)
         scan = self._scan(request, raw, result)
+        decided, release = self._decide(scan, now)
+        self._apply(scan, decided, release, now, result)
+        return self._as_results(result)
+
+    def _process_bytes(self, raw: bytes, scanned: _otlp_wire.Scanned, now: float) -> StitchResult:
+        """The three stages with the per-span work in C: the scan's notes, decide, then one rewrite of the bytes."""
+        assert self._wire is not None
+        roots_per_scope, linked_children, trace_ids, valid, rejected, last_invalid, parsed = scanned
+        result = StitchResult(TraceRequest())
+        if last_invalid is not None:
+            result.rejected = rejected
+            result.rejected_reason = _invalid_ids_message(*last_invalid)
+        scan = _Scan(trace_ids=trace_ids)
+        claims = scan.claims
+        for roots in roots_per_scope:  # as _note_roots: the plain roots of a scope first, then the linked ones
+            for trace_id, note in roots:
+                if note is None:
+                    claims.setdefault(trace_id, None)
+            for trace_id, note in roots:
+                if isinstance(note, tuple):  # the C scanner decided: the enqueued_by shape
+                    claims[trace_id] = TraceMapping(*note)
+                elif note is not None:  # a span with links, for a rule the scanner does not know
+                    self._note_linked_root(ViewSpan.FromString(note), trace_id, scan)
+        for trace_id, note in linked_children:
+            if isinstance(note, tuple):
+                claims[trace_id] = TraceMapping(*note)
+            elif note is not None:
+                self._note_linked_child(ViewSpan.FromString(note), trace_id, scan)
+        decided, release = self._decide(scan, now)
+        moves, released = self._settle(decided, release, now)
+        deltas = {trace_id: move for trace_id, move in moves.items() if move is not None}
+        payload, moved, held = self._wire.rewrite(parsed, deltas, trace_ids - decided.keys())
+        held_spans = 0
+        for trace_id, resource, fragment, count in held:
+            self.spans.hold(trace_id, resource, fragment, count, now)
+            held_spans += count
+        result.head = raw if payload is None else payload
+        result.modified = payload is not None
+        result.stitched += moved
+        passed = valid - moved - held_spans
+        result.count_unchanged(REASON_NO_JOB_LINK, passed)
+        result.spans_out += passed + moved
+        self._finish(result, released, moves, now)
+        return result
+
+    def _decide(self, scan: _Scan, now: float) -> tuple[dict[bytes, TraceMapping], list[bytes]]:
+        """Decisions for the request's traces (claims that wait are parked), and the traces to release."""
         known = partial(self.decisions.get, now=now)
         decided, waiting = decide(scan.claims, scan.trace_ids, known, scan.patient)
         release = [trace_id for trace_id in scan.claims if trace_id not in waiting]
@@ -149,8 +241,7 @@ class Stitcher:
             self.decisions.wait(trace_id, mapping)
         if self.decisions.anyone_waiting:
             self._settle_waiting(decided, known, release)
-        self._apply(scan, decided, release, now, result)
-        return self._as_results(result)
+        return decided, release
 
     def expire(self, now: float) -> StitchResult:
         """Forward every trace held for the whole window (unchanged, or where a waiting claim points); forget
@@ -158,19 +249,20 @@ class Stitcher:
         self.decisions.expire(now)
         result = StitchResult(TraceRequest(), modified=True)
         expired = self.spans.expire(now)
-        _append(result, expired, REASON_WINDOW_EXPIRED, self._give_up_waiting(expired, now))
+        self._append(result, expired, REASON_WINDOW_EXPIRED, self._give_up_waiting(expired, now))
         return self._as_results(result)
 
     def drain(self) -> StitchResult:
         """Forward everything held: the process is stopping."""
         result = StitchResult(TraceRequest(), modified=True)
         drained = self.spans.drain()
-        _append(result, drained, REASON_SHUTDOWN, self._give_up_waiting(drained, None))
+        self._append(result, drained, REASON_SHUTDOWN, self._give_up_waiting(drained, None))
         return self._as_results(result)
 
     def _as_results(self, result: StitchResult) -> StitchResult:
         if self._results is not TraceRequest:
-            result.request = self._results.FromString(result.request.SerializeToString())
+            result.request = self._results.FromString(result.serialized())
+            result.head, result.appended = None, b""
         return result
 
     # --- 2b. waiting claims (decided elsewhere: decide.py) ---------------------------------------------
@@ -230,13 +322,10 @@ class Stitcher:
                 )
                 scan.trace_ids |= distinct
         if markers is None or markers > found:
-            find_link = self._find_link
             for scope in scan.scopes:
                 for span, trace_id in compress(zip(scope.spans, scope.trace_ids, strict=True), scope.parents):
                     if span.links:
-                        link = find_link(span, trace_id)
-                        if link is not None:
-                            scan.claims[trace_id] = TraceMapping(link.trace_id, link.span_id)
+                        self._note_linked_child(span, trace_id, scan)
         return scan
 
     def _note_roots(self, roots: list[Span], trace_ids: list[bytes], scan: _Scan) -> int:
@@ -245,29 +334,34 @@ class Stitcher:
         claims = scan.claims
         linked = list(map(len, map(_LINKS, roots)))
         deque(map(claims.setdefault, compress(trace_ids, map(not_, linked))), maxlen=0)
-        found = 0
-        for span, trace_id in compress(zip(roots, trace_ids, strict=True), linked):
-            link = self._find_link(span, trace_id)
-            if link is None:
-                claims.setdefault(trace_id, None)
-                continue
-            claims[trace_id] = TraceMapping(link.trace_id, link.span_id)
-            found += 1
-            if self._patience and waits_for_its_origin(span):
-                scan.patient.add(trace_id)
-        return found
+        return sum(
+            self._note_linked_root(span, trace_id, scan)
+            for span, trace_id in compress(zip(roots, trace_ids, strict=True), linked)
+        )
+
+    def _note_linked_root(self, span: Span, trace_id: bytes, scan: _Scan) -> bool:
+        """A parentless span with links: its trace's claim when a link decides (whether one did), else its plain
+        root."""
+        link = self._find_link(span, trace_id)
+        if link is None:
+            scan.claims.setdefault(trace_id, None)
+            return False
+        scan.claims[trace_id] = TraceMapping(link.trace_id, link.span_id)
+        if self._patience and waits_for_its_origin(span):
+            scan.patient.add(trace_id)
+        return True
+
+    def _note_linked_child(self, span: Span, trace_id: bytes, scan: _Scan) -> None:
+        """A span with a parent and links (a pickup marker): its trace's claim when a link decides."""
+        link = self._find_link(span, trace_id)
+        if link is not None:
+            scan.claims[trace_id] = TraceMapping(link.trace_id, link.span_id)
 
     # --- 3. apply ------------------------------------------------------------------------------------
     def _apply(
         self, scan: _Scan, decided: dict[bytes, TraceMapping], release: list[bytes], now: float, result: StitchResult
     ) -> None:
-        self.decisions.remember_all(decided, now)
-        moves = {
-            trace_id: None if mapping.target_trace_id is None else _Move(trace_id, mapping)
-            for trace_id, mapping in decided.items()
-        }
-        store = self.spans
-        released = [(trace_id, store.release(trace_id)) for trace_id in release if trace_id in store]
+        moves, released = self._settle(decided, release, now)
         passed = stitched = 0
         taken_out = False
         for scope in scan.scopes:
@@ -290,9 +384,51 @@ class Stitcher:
             result.modified = True
         if taken_out or result.rejected:
             _drop_empty(result.request)
-        _append(result, released, REASON_NO_JOB_LINK, moves)
-        evicted = store.make_room()
-        _append(result, evicted, REASON_HOLD_FULL, self._give_up_waiting(evicted, now))
+        self._finish(result, released, moves, now)
+
+    def _settle(self, decided: dict[bytes, TraceMapping], release: list[bytes], now: float) -> tuple[Moves, Held]:
+        """Remember the decisions; how each decided trace moves (None: it passes); the held traces released."""
+        self.decisions.remember_all(decided, now)
+        moves = {trace_id: _Move.of(trace_id, mapping) for trace_id, mapping in decided.items()}
+        return moves, self.spans.release(release)
+
+    def _finish(self, result: StitchResult, released: Held, moves: Moves, now: float) -> None:
+        """Append the released traces, then make room in the span store (what it evicts goes out unchanged)."""
+        self._append(result, released, REASON_NO_JOB_LINK, moves)
+        evicted = self.spans.make_room()
+        self._append(result, evicted, REASON_HOLD_FULL, self._give_up_waiting(evicted, now))
+
+    def _append(self, result: StitchResult, traces: Held, unchanged_reason: str, moves: Moves) -> None:
+        """Add held spans to what goes out, as bytes: stitched when ``moves`` says so, else unchanged (counted)."""
+        if not traces:
+            return
+        by_resource: dict[bytes, list[bytes]] = {}
+        for trace_id, fragments in traces:
+            move = moves.get(trace_id)
+            for resource, scope_spans, count in fragments:
+                if move is None:
+                    result.count_unchanged(unchanged_reason, count)
+                else:
+                    scope_spans = self._moved(scope_spans, move)
+                    result.stitched += count
+                by_resource.setdefault(resource, []).append(scope_spans)
+                result.spans_out += count
+        resources = [
+            resource + SerializedScopes(scope_spans=scopes).SerializeToString()
+            for resource, scopes in by_resource.items()
+        ]
+        result.appended += SerializedResources(resource_spans=resources).SerializeToString()
+        result.modified = True
+
+    def _moved(self, scope_spans: bytes, move: _Move) -> bytes:
+        """A held ``ScopeSpans`` with every span moved (parentless ones given their parent from the link)."""
+        if self._wire is not None:
+            return self._wire.move_fragment(scope_spans, move.child_delta, move.root_extra)
+        scope = ViewScopeSpans.FromString(scope_spans)
+        spans = list(scope.spans)
+        deque(map(_MERGE, spans, repeat(move.child_delta)), maxlen=0)
+        deque(map(_MERGE, compress(spans, map(not_, map(_PARENT, spans))), repeat(move.root_extra)), maxlen=0)
+        return scope.SerializeToString()
 
     def _hold(self, scope: _ScopeScan, undecided: set[bytes], now: float) -> int:
         """Keep the spans of undecided traces (one fragment per trace: the scope with those spans, serialized
@@ -348,26 +484,27 @@ def _merge_all(spans: list[Span], deltas: list[bytes | None]) -> None:
     deque(map(_MERGE, compress(spans, deltas), filter(None, deltas)), maxlen=0)
 
 
-class _Move:
-    """How the spans of one original trace move, built once per trace per request: moving a span is one
-    ``MergeFromString`` of a prebuilt delta (``trace_id`` := target, the stitch attribute appended), and one more
-    for a parentless span (its parent from the link, the attribute saying so): several times cheaper than setting
-    fields and appending attributes one by one. (The decision cache keeps the compact :class:`TraceMapping`
-    instead: prebuilt deltas per remembered trace would multiply its memory.)"""
+class _Move(NamedTuple):
+    """How the spans of one original trace move, built once per trace per request: moving a span is one merge of
+    a prebuilt delta (``trace_id`` := target, the stitch attribute appended), and one more for a parentless span
+    (its parent from the link, the attribute saying so): several times cheaper than setting fields and appending
+    attributes one by one; on the C scanner's path both are appended to the span's bytes. (The decision cache
+    keeps the compact :class:`TraceMapping` instead: prebuilt deltas per remembered trace would multiply its
+    memory.)"""
 
-    __slots__ = ("child_delta", "root_extra")
-
-    def __init__(self, original_trace_id: bytes, mapping: TraceMapping) -> None:
-        assert mapping.target_trace_id is not None
-        self.child_delta = b"".join(
-            (_TRACE_ID_FIELD, mapping.target_trace_id, _ORIGINAL_ATTRIBUTE_FIELD, original_trace_id.hex().encode())
-        )
-        self.root_extra = b"".join((_PARENT_FIELD, mapping.link_span_id, _PARENT_FROM_LINK_FIELD))
+    child_delta: bytes
+    root_extra: bytes
 
     @classmethod
     def of(cls, original_trace_id: bytes, mapping: TraceMapping) -> _Move | None:
         """The move for a mapping, or None for a trace that passes through."""
-        return None if mapping.target_trace_id is None else cls(original_trace_id, mapping)
+        target = mapping.target_trace_id
+        if target is None:
+            return None
+        return cls(
+            _TRACE_ID_FIELD + target + _ORIGINAL_ATTRIBUTE_FIELD + original_trace_id.hex().encode(),
+            _PARENT_FIELD + mapping.link_span_id + _PARENT_FROM_LINK_FIELD,
+        )
 
 
 def _field_prefix(span: Span, value_length: int) -> bytes:
@@ -389,35 +526,11 @@ _ORIGINAL_ATTRIBUTE_FIELD = _field_prefix(
 )
 _PARENT_FROM_LINK_FIELD = Span(attributes=[_PARENT_FROM_LINK]).SerializeToString()
 
-_UNDECIDED = _Move(b"", TraceMapping(b""))
+Moves = dict[bytes, "_Move | None"]
+"""Per decided trace of a request: how its spans move, or None when they pass through."""
+
+_UNDECIDED = _Move(b"", b"")
 """``moves.get`` default, compared by identity: the trace is undecided, its spans wait (None: it passes through)."""
-
-
-def _append(result: StitchResult, traces: Held, unchanged_reason: str, moves: dict[bytes, _Move | None]) -> None:
-    """Add held spans to ``result.request``: stitched when ``moves`` says so, else unchanged (counted)."""
-    if not traces:
-        return
-    request = result.request
-    by_resource: dict[bytes, ResourceSpans] = {}
-    for trace_id, fragments in traces:
-        move = moves.get(trace_id)
-        for resource, scope_spans_bytes, count in fragments:
-            resource_spans = by_resource.get(resource)
-            if resource_spans is None:
-                resource_spans = by_resource[resource] = request.resource_spans.add()
-                resource_spans.MergeFromString(resource)
-            scope_spans = resource_spans.scope_spans.add()
-            scope_spans.MergeFromString(scope_spans_bytes)
-            if move is None:
-                result.count_unchanged(unchanged_reason, count)
-            else:
-                spans = list(scope_spans.spans)
-                deque(map(_MERGE, spans, repeat(move.child_delta)), maxlen=0)
-                roots = compress(spans, map(not_, map(_PARENT, spans)))
-                deque(map(_MERGE, roots, repeat(move.root_extra)), maxlen=0)
-                result.stitched += count
-            result.spans_out += count
-    result.modified = True
 
 
 def _take_out_invalid(scope_spans: ScopeSpans, result: StitchResult) -> tuple[list[Span], list[bytes], list[bytes]]:
@@ -430,7 +543,8 @@ def _take_out_invalid(scope_spans: ScopeSpans, result: StitchResult) -> tuple[li
         or len(span.parent_span_id) not in _PARENT_LENGTHS
     ]
     result.rejected += len(invalid)
-    result.rejected_reason = _invalid_ids_message(scope_spans.spans[invalid[-1]])
+    last = scope_spans.spans[invalid[-1]]
+    result.rejected_reason = _invalid_ids_message(len(last.trace_id), len(last.span_id), len(last.parent_span_id))
     result.modified = True
     for index in reversed(invalid):
         del scope_spans.spans[index]
@@ -438,10 +552,11 @@ def _take_out_invalid(scope_spans: ScopeSpans, result: StitchResult) -> tuple[li
     return spans, list(map(_TRACE_ID, spans)), list(map(_PARENT, spans))
 
 
-def _invalid_ids_message(span: Span) -> str:
+def _invalid_ids_message(trace_id: int, span_id: int, parent_span_id: int) -> str:
+    """Why spans were rejected, from the id lengths of the last of them."""
     return (
         f"span ids must be {TRACE_ID_BYTES} bytes (trace), {SPAN_ID_BYTES} bytes (span) and empty or "
-        f"{SPAN_ID_BYTES} bytes (parent); got {len(span.trace_id)}, {len(span.span_id)} and {len(span.parent_span_id)}"
+        f"{SPAN_ID_BYTES} bytes (parent); got {trace_id}, {span_id} and {parent_span_id}"
     )
 
 

@@ -34,7 +34,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 _PACKAGE = "jobtrail.processor.view"
 _OPAQUE = "Opaque"
 """An empty message type: what the view makes of every message field whose contents it does not read."""
-_SERIALIZED_SPANS = "SerializedSpans"
+_OF_BYTES: tuple[tuple[Descriptor, str, str], ...] = (
+    (ScopeSpans.DESCRIPTOR, "spans", "SerializedSpans"),
+    (ResourceSpans.DESCRIPTOR, "scope_spans", "SerializedScopes"),
+    (ExportTraceServiceRequest.DESCRIPTOR, "resource_spans", "SerializedResources"),
+)
+"""(real message, its repeated message field, the name of a type with only that field, declared as bytes)."""
 _KEPT: tuple[tuple[Descriptor, str, tuple[str, ...] | None], ...] = (
     (ExportTraceServiceRequest.DESCRIPTOR, "ExportTraceServiceRequest", ("resource_spans",)),
     (ResourceSpans.DESCRIPTOR, "ResourceSpans", ("resource", "scope_spans", "schema_url")),
@@ -64,12 +69,13 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
         if any(field.HasField("oneof_index") for field in view.field):
             assert fields is None, f"{name}: a oneof is kept whole or not at all"
             view.oneof_decl.extend(real.oneof_decl)
-    real_scope_spans = descriptor_pb2.DescriptorProto()
-    ScopeSpans.DESCRIPTOR.CopyToProto(real_scope_spans)
-    (spans,) = [field for field in real_scope_spans.field if field.name == "spans"]
-    spans.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES  # same wire type: each span's own bytes
-    spans.ClearField("type_name")
-    file.message_type.add(name=_SERIALIZED_SPANS, field=[spans])
+    for descriptor, field_name, name in _OF_BYTES:
+        real = descriptor_pb2.DescriptorProto()
+        descriptor.CopyToProto(real)
+        (repeated,) = [field for field in real.field if field.name == field_name]
+        repeated.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES  # same wire type: each element's own bytes
+        repeated.ClearField("type_name")
+        file.message_type.add(name=name, field=[repeated])
     return file
 
 
@@ -78,7 +84,7 @@ def _classes() -> dict[str, type]:
     pool.Add(_file())
     # Every class is made here and kept: upb would otherwise make (and free) one whenever a field of the type
     # is read while no instance of it is alive, a class creation each time.
-    names = [_OPAQUE, _SERIALIZED_SPANS] + [name for _descriptor, name, _fields in _KEPT]
+    names = [_OPAQUE] + [name for _descriptor, name, _fields in _KEPT] + [name for *_field, name in _OF_BYTES]
     return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}")) for name in names}
 
 
@@ -87,10 +93,14 @@ TraceRequest = cast("type[ExportTraceServiceRequest]", _CLASSES["ExportTraceServ
 ViewResourceSpans = cast("type[ResourceSpans]", _CLASSES["ResourceSpans"])
 ViewScopeSpans = cast("type[ScopeSpans]", _CLASSES["ScopeSpans"])
 ViewSpan = cast("type[Span]", _CLASSES["Span"])
-SerializedSpans = cast("type[ScopeSpansOfBytes]", _CLASSES[_SERIALIZED_SPANS])
+SerializedSpans = cast("type[ScopeSpansOfBytes]", _CLASSES["SerializedSpans"])
 """``ScopeSpans`` with only its ``spans``, declared as ``bytes``: built from spans serialized one by one, it
 serializes to the bytes of a ``ScopeSpans`` holding those spans (how held spans are kept without copying them
 as messages, which costs upb several times more)."""
+SerializedScopes = cast("type[ResourceSpansOfBytes]", _CLASSES["SerializedScopes"])
+"""``ResourceSpans`` with only its ``scope_spans``, as ``bytes`` (serialized ``ScopeSpans``)."""
+SerializedResources = cast("type[RequestOfBytes]", _CLASSES["SerializedResources"])
+"""``ExportTraceServiceRequest`` with only its ``resource_spans``, as ``bytes`` (serialized ``ResourceSpans``)."""
 
 
 class ScopeSpansOfBytes(Protocol):
@@ -99,6 +109,22 @@ class ScopeSpansOfBytes(Protocol):
     def __init__(self, *, spans: Iterable[bytes]) -> None: ...
 
     def SerializeToString(self) -> bytes: ...  # noqa: N802 (protobuf's name)
+
+
+class ResourceSpansOfBytes(Protocol):
+    """What :data:`SerializedScopes` offers."""
+
+    def __init__(self, *, scope_spans: Iterable[bytes]) -> None: ...
+
+    def SerializeToString(self) -> bytes: ...  # noqa: N802
+
+
+class RequestOfBytes(Protocol):
+    """What :data:`SerializedResources` offers."""
+
+    def __init__(self, *, resource_spans: Iterable[bytes]) -> None: ...
+
+    def SerializeToString(self) -> bytes: ...  # noqa: N802
 
 
 def full_span(span: Span) -> Span:
