@@ -14,7 +14,8 @@ or in Python::
     pipeline.stop()    # forwards everything held, drains the exporters
 
 The stages follow the collector's component model: ``receivers/`` (gRPC, HTTP, the OTLP/JSON codec),
-``stitch.py`` (validate, then apply, on the OTLP view of ``view.py``), ``decide.py`` (the pure decision stage),
+``stitch.py`` (validate, then apply: on the request's bytes with the C scanner ``jobtrail._otlp_wire`` when it
+is installed, else on the OTLP view of ``view.py``), ``decide.py`` (the pure decision stage),
 ``rules.py`` (which links decide), ``span_store.py`` and ``decision_cache.py`` (the bounded state, apart),
 ``exporters/`` (queue + OTLP retries), ``pipeline.py`` (wiring and backpressure), ``telemetry.py`` (counters).
 See docs/processor.md.

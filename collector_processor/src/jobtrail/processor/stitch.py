@@ -1,9 +1,15 @@
 """The consume path's three stages: validate every span's ids, decide (pure), then apply in one pass.
 
-The stitcher works on the processor's view of OTLP (:mod:`jobtrail.processor.view`): only ids and links are
-parsed, every other field of a span travels as the bytes that came. A request in the full OTLP types is taken in
-as a view (from its bytes); results come in the type the stitcher was made with: the full types by default, for
-callers that read spans; the pipeline takes the view, which it only serializes.
+Two paths give the same result. With the C scanner (``jobtrail._otlp_wire``, installed apart: see
+collector_processor/wire/) a request is stitched on its bytes (:meth:`Stitcher._process_bytes`): the scan
+validates every span's ids and notes each trace's deciding span or plain root, handing Python only per-trace
+notes; after the decision, one rewrite moves spans by appending their trace's delta to their bytes, takes held
+and invalid spans out and keeps every other byte as it came. Without it, the stitcher works on the processor's
+view of OTLP (:mod:`jobtrail.processor.view`): only ids and links are parsed, every other field of a span
+travels as the bytes that came. Either way, results come in the type the stitcher was made with: the full types
+by default, for callers that read spans; the pipeline takes the view, which it only serializes.
+
+On the view path:
 
 1. *Validate* (:meth:`Stitcher._scan`): per scope, every span's three ids are read once, in C-level ``map``
    calls (no Python code runs per span); spans with ids of the wrong length are taken out and counted before
@@ -12,8 +18,8 @@ callers that read spans; the pipeline takes the view, which it only serializes.
    or its plain root. Spans with a parent are searched for a deciding link (a pickup marker) only when the
    request may hold one: with the ``jobtrail`` rule, when its bytes carry the ``enqueued_by`` marker more often
    than the deciding links found on parentless spans.
-2. *Decide* (:func:`jobtrail.processor.decide.decide`): those notes plus the decision cache's answers in,
-   decisions out; nothing changes.
+2. *Decide* (:func:`jobtrail.processor.decide.decide`, shared by both paths): those notes plus the decision
+   cache's answers in, decisions out; nothing changes.
 3. *Apply*: remember the decisions, release spans held for traces now decided, then per scope: a scope whose
    traces all pass is not touched; every span of a moving trace gets its trace's prebuilt delta merged in (one
    C-level ``map`` over those spans; a parentless one then gets its parent from the link), and the spans of
@@ -22,8 +28,9 @@ callers that read spans; the pipeline takes the view, which it only serializes.
 Spans of an undecided trace wait in the span store, serialized once per trace and scope (not span by span),
 until their decision arrives, the window ends or room runs out; the last two forward them unchanged (or, for a
 Celery attempt still waiting for the trace its link points into, there as it is) and say so in the counts.
-Everything touches protobuf fields directly (ids are ``bytes``, a move is one merge of prebuilt bytes):
-per-span Python object conversion would cost more than the rest.
+Released spans go out as bytes on both paths. Everything touches protobuf fields or bytes directly (ids are
+``bytes``, a move is one merge or concatenation of prebuilt bytes): per-span Python object conversion would cost
+more than the rest.
 """
 
 from __future__ import annotations
