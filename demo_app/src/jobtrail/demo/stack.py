@@ -9,6 +9,7 @@ variant), its addresses given through the ``${env:...}`` variables that file rea
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import subprocess
@@ -59,11 +60,37 @@ class StackTools:
         return cls(Path(paths[ENV_OTELCOL_BIN]), Path(paths[ENV_JAEGER_BIN]))
 
 
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PICKED_PORT = 10000
+
+
 def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago (for programs that cannot report an ephemeral one)."""
+    """A port that was free on 127.0.0.1 a moment ago (for programs that cannot report an ephemeral one).
+
+    Picked at random below the kernel's ephemeral range where it can be read (Linux): the kernel hands ports of
+    that range to every socket bound to port 0 and to every outgoing connection, so a port probed there can be
+    taken by another process before the program binds it (seen with a collector's metrics port under parallel
+    tests)."""
+    try:
+        ephemeral_low = int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 0
+    candidates = random.sample(range(LOWEST_PICKED_PORT, ephemeral_low), 50) if ephemeral_low > 20000 else []
+    for port in candidates:
+        if _bindable(port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def local(port: int) -> str:
