@@ -296,3 +296,21 @@ def test_a_requeue_keeps_what_the_job_saved_in_its_meta(queue, span_exporter):
     FailedJobRegistry(queue=queue).requeue(job.id)
     assert work_until_done(queue, job) == JobStatus.FAILED
     assert [a.attributes[ATTR_JOB_ATTEMPT] for a in attempt_spans(span_exporter, job)] == [1, 2]
+
+
+def test_the_attempt_count_is_stored_before_rq_publishes_the_failure(queue, span_exporter, monkeypatch):
+    """Whoever sees the job failed and requeues it at once must find its count (a forking worker once lost that
+    race: the requeued run started at attempt 1 again)."""
+    job, _ = enqueue_in_request(queue, jobs.always_fail, "broken")
+    stored_when_failed = []
+    set_status = Job.set_status
+
+    def noting_what_is_stored(self: Job, status: JobStatus, *args: object, **kwargs: object) -> None:
+        if status == JobStatus.FAILED:
+            stored = Job.fetch(self.id, connection=self.connection).meta.get(JOB_META_ATTEMPTS_KEY)
+            stored_when_failed.append(stored)
+        set_status(self, status, *args, **kwargs)
+
+    monkeypatch.setattr(Job, "set_status", noting_what_is_stored)
+    assert work_until_done(queue, job) == JobStatus.FAILED
+    assert [stored["attempts"] for stored in stored_when_failed] == [1]

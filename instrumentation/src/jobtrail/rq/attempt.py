@@ -345,6 +345,8 @@ class WorkerHooks:
                 attempt = retroactive = self._start(job, worker, _ns(job.started_at))
             if attempt is not None:
                 self._decide_failure(attempt, job, worker, kwargs.get("exc_string") or "", from_parent)
+                if attempt.record.final:
+                    _keep_final_record(job, attempt.record)
         except Exception:
             _log.warning("job %s: could not record its failed attempt", job.id, exc_info=True)
         try:
@@ -352,8 +354,6 @@ class WorkerHooks:
         finally:
             if retroactive is not None:
                 retroactive.finish(job)
-            if attempt is not None and attempt.record.final:
-                _keep_final_record(job, attempt.record)
 
     def _decide_failure(self, attempt: Attempt, job: Job, worker: Any, exc_string: str, from_parent: bool) -> None:
         stopped = getattr(worker, "_stopped_job_id", None) == job.id
@@ -391,16 +391,15 @@ class WorkerHooks:
                     attempt.decide(OUTCOME_RETRY_SCHEDULED, error, plan, job)
             except Exception:
                 _log.warning("job %s: could not record its retry", job.id, exc_info=True)
-        try:
-            return wrapped(*args, **kwargs)
-        finally:
-            if attempt is not None and attempt.job_id == job.id and attempt.record.final:
+            if attempt.record.final:
                 _keep_final_record(job, attempt.record)
+        return wrapped(*args, **kwargs)
 
 
 def _keep_final_record(job: Job, record: AttemptRecord) -> None:
     """RQ saves no meta when a run ends in failure: store the record, so a requeued run counts on.
 
+    Stored before RQ publishes the failure: whoever sees the job failed and requeues it at once must find it.
     Read-modify-write of the meta alone, on this failure path only, so keys the job itself saved survive.
     """
     try:
