@@ -136,9 +136,9 @@ def test_the_hold_journal_keeps_only_held_spans_until_their_window_is_over(tmp_p
     incoming_request = request(kept, held)
     journal = HoldJournal(str(tmp_path))
     incoming = HoldJournal.incoming(incoming_request, None)
-    journal.record(incoming, request(kept).SerializeToString(), modified=True, now=100.0)
+    journal.record(incoming, request(kept).SerializeToString(), held=1, now=100.0)
     unchanged = request(kept)
-    journal.record(HoldJournal.incoming(unchanged, None), unchanged.SerializeToString(), modified=False, now=100.5)
+    journal.record(HoldJournal.incoming(unchanged, None), unchanged.SerializeToString(), held=0, now=100.5)
     journal.commit_before(99.0)
     journal.close()
 

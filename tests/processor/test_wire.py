@@ -161,13 +161,11 @@ def test_a_oneof_member_set_later_wins_over_the_string() -> None:
     # append an int_value to the attribute's AnyValue by merging a second KeyValue.value into it
     later = KeyValue(value=AnyValue(int_value=7)).SerializeToString()
     attribute = link.attributes[0].SerializeToString() + later
-    link_bytes = (
-        bytes([0x0A, 16]) + link.trace_id + bytes([0x12, 8]) + link.span_id + bytes([0x22, len(attribute)]) + attribute
-    )
+    link_bytes = nested(0x0A, link.trace_id) + nested(0x12, link.span_id) + nested(0x22, attribute)
     root_without_links = type(root)()
     root_without_links.CopyFrom(root)
     del root_without_links.links[:]
-    span_bytes = root_without_links.SerializeToString() + bytes([0x6A, len(link_bytes)]) + link_bytes
+    span_bytes = root_without_links.SerializeToString() + nested(0x6A, link_bytes)
     raw = request_bytes_with_span(span_bytes)
 
     with_c, in_python = both_paths(raw)

@@ -56,16 +56,17 @@ class HoldJournal:
         span_ids = [span.span_id for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
         return Incoming(raw, span_ids)
 
-    def record(self, incoming: Incoming, output: bytes, modified: bool, now: float) -> None:
-        """Write the spans of ``incoming`` that are not in ``output`` (the bytes forwarded: held back), if any."""
-        if not modified:  # the request went out exactly as it came: nothing held
+    def record(self, incoming: Incoming, output: bytes, held: int, now: float) -> None:
+        """Write the spans of ``incoming`` that are not in ``output`` (the bytes forwarded) when the stitcher held
+        ``held`` of them back."""
+        if not held:  # nothing of this request waits in the span store: no output to look through
             return
         forwarded = TraceRequest.FromString(output)
         sent = {span.span_id for rs in forwarded.resource_spans for ss in rs.scope_spans for span in ss.spans}
         missing = set(incoming.span_ids) - sent
         if not missing:
             return
-        held = ExportTraceServiceRequest()
+        kept_back = ExportTraceServiceRequest()
         count = 0
         for resource_spans in ExportTraceServiceRequest.FromString(incoming.raw).resource_spans:
             target_resource = None
@@ -74,7 +75,7 @@ class HoldJournal:
                 if not kept:
                     continue
                 if target_resource is None:
-                    target_resource = held.resource_spans.add(
+                    target_resource = kept_back.resource_spans.add(
                         resource=resource_spans.resource, schema_url=resource_spans.schema_url
                     )
                 target_scope = target_resource.scope_spans.add(
@@ -85,7 +86,7 @@ class HoldJournal:
         if not count:
             return
         try:
-            self._pending.append((self._disk.append(held.SerializeToString(), count), now))
+            self._pending.append((self._disk.append(kept_back.SerializeToString(), count), now))
             self.error = None
         except OSError as error:
             self.error = f"cannot write {self._disk.directory}: {error}"

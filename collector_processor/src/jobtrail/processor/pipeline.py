@@ -143,7 +143,7 @@ class Pipeline:
             self.telemetry.add(SPANS_RECEIVED, spans)
             payload = self._forward(result, original)
             if self._journal and incoming:
-                self._journal.record(incoming, payload, result.modified, now)
+                self._journal.record(incoming, payload, result.held, now)
         return result.rejected, result.rejected_reason
 
     def _forward(self, result: StitchResult, original: bytes | None = None) -> bytes:

@@ -36,7 +36,7 @@ more than the rest.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import MutableSequence
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import compress, repeat
@@ -108,6 +108,8 @@ class StitchResult:
     modified: bool = False
     spans_out: int = 0
     stitched: int = 0
+    held: int = 0
+    """Spans of this request kept in the span store (not in what goes out now)."""
     unchanged: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
     rejected_reason: str = ""
@@ -184,13 +186,11 @@ class Stitcher:
         lets the scan skip the links of spans with a parent (see the module docstring). With the C scanner, a
         request in the full types is stitched on its bytes (:meth:`_process_bytes`), never parsed here.
         """
-        if self._wire is not None and not isinstance(request, TraceRequest):
-            raw = raw if raw is not None else request.SerializeToString()
-            scanned = self._wire.scan(raw, *self._link_type)
-            if scanned is not None:
-                return self._as_results(self._process_bytes(raw, scanned, now))
         if not isinstance(request, TraceRequest):
             raw = raw if raw is not None else request.SerializeToString()
+            scanned = self._wire.scan(raw, *self._link_type) if self._wire is not None else None
+            if scanned is not None:
+                return self._as_results(self._process_bytes(raw, scanned, now))
             request = TraceRequest.FromString(raw)
         result = StitchResult(request)
         scan = self._scan(request, raw, result)
@@ -207,21 +207,14 @@ class Stitcher:
             result.rejected = rejected
             result.rejected_reason = _invalid_ids_message(*last_invalid)
         scan = _Scan(trace_ids=trace_ids)
-        claims = scan.claims
         for roots in roots_per_scope:  # as _note_roots: the plain roots of a scope first, then the linked ones
             for trace_id, note in roots:
                 if note is None:
-                    claims.setdefault(trace_id, None)
+                    scan.claims.setdefault(trace_id, None)
             for trace_id, note in roots:
-                if isinstance(note, tuple):  # the C scanner decided: the enqueued_by shape
-                    claims[trace_id] = TraceMapping(*note)
-                elif note is not None:  # a span with links, for a rule the scanner does not know
-                    self._note_linked_root(ViewSpan.FromString(note), trace_id, scan)
+                self._take_note(note, trace_id, scan, self._note_linked_root)
         for trace_id, note in linked_children:
-            if isinstance(note, tuple):
-                claims[trace_id] = TraceMapping(*note)
-            elif note is not None:
-                self._note_linked_child(ViewSpan.FromString(note), trace_id, scan)
+            self._take_note(note, trace_id, scan, self._note_linked_child)
         decided, release = self._decide(scan, now)
         moves, released = self._settle(decided, release, now)
         deltas = {trace_id: move for trace_id, move in moves.items() if move is not None}
@@ -230,6 +223,7 @@ class Stitcher:
         for trace_id, resource, fragment, count in held:
             self.spans.hold(trace_id, resource, fragment, count, now)
             held_spans += count
+        result.held = held_spans
         result.head = raw if payload is None else payload
         result.modified = payload is not None
         result.stitched += moved
@@ -238,6 +232,15 @@ class Stitcher:
         result.spans_out += passed + moved
         self._finish(result, released, moves, now)
         return result
+
+    @staticmethod
+    def _take_note(note: _otlp_wire.Note, trace_id: bytes, scan: _Scan, read_span: Callable[..., object]) -> None:
+        """A span's note from the C scanner: the claim it decided (the enqueued_by shape), or the bytes of a span
+        with links for ``read_span`` (a rule the scanner does not know), or None."""
+        if isinstance(note, tuple):
+            scan.claims[trace_id] = TraceMapping(*note)
+        elif note is not None:
+            read_span(ViewSpan.FromString(note), trace_id, scan)
 
     def _decide(self, scan: _Scan, now: float) -> tuple[dict[bytes, TraceMapping], list[bytes]]:
         """Decisions for the request's traces (claims that wait are parked), and the traces to release."""
@@ -380,7 +383,9 @@ class Stitcher:
             moved = _move(scope, fates)
             undecided = {trace_id for trace_id, move in fates.items() if move is _UNDECIDED}
             if undecided:
-                count -= self._hold(scope, undecided, now)
+                held = self._hold(scope, undecided, now)
+                count -= held
+                result.held += held
                 taken_out = True
             stitched += moved
             passed += count - moved
